@@ -1,0 +1,38 @@
+"""eigenscope: spectral diagnosis, compression and training tools for neural-network weights.
+
+    >>> import torch, eigenscope
+    >>> df = eigenscope.analyze(torch.nn.Linear(64, 32), metrics=["norms"])
+    >>> list(df["role"])
+    ['other']
+
+The public API is small; every name below is imported lazily so `import eigenscope` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "analyze": "eigenscope.analyze.runner",
+    "summary": "eigenscope.analyze.summary",
+    "open_source": "eigenscope.sources",
+    "compress": "eigenscope.compress.api",
+    "save": "eigenscope.compress.io",
+    "load": "eigenscope.compress.io",
+    "evaluate": "eigenscope.evaluate",
+    "LowRankLinear": "eigenscope.nn.lowrank",
+    "EigenscopeError": "eigenscope.errors",
+}
+_SUBMODULES = {"linalg", "optim", "tune", "monitor", "plot", "report", "maths", "sources", "nn"}
+
+__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"eigenscope.{name}")
+    raise AttributeError(f"module 'eigenscope' has no attribute {name!r}")

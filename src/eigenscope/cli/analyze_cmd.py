@@ -1,0 +1,1 @@
+"""CLI command (filled in by its issue)."""

@@ -1,0 +1,67 @@
+"""LowRankLinear: W ~= B @ A stored as two nn.Linear children, so PEFT's LoRA can target them."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LowRankLinear(nn.Module):
+    """y = up(down(x)), with down: n -> r (no bias) and up: r -> m (the original bias).
+
+    >>> lin = nn.Linear(8, 6)
+    >>> lr = LowRankLinear.from_linear(lin, rank=6)
+    >>> torch.allclose(lr.to_dense().weight, lin.weight, atol=1e-6)
+    True
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, *, bias: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.up = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    @classmethod
+    def from_factors(cls, B: torch.Tensor, A: torch.Tensor, bias: torch.Tensor | None = None):
+        """Build from B (m, r) and A (r, n): W' = B @ A."""
+        (m, r), (r2, n) = B.shape, A.shape
+        if r != r2:
+            raise ValueError(f"factor shapes do not chain: B {tuple(B.shape)}, A {tuple(A.shape)}")
+        mod = cls(n, m, r, bias=bias is not None, device=A.device, dtype=A.dtype)
+        with torch.no_grad():
+            mod.down.weight.copy_(A)  # (r, n)
+            mod.up.weight.copy_(B)    # (m, r)
+            if bias is not None:
+                mod.up.bias.copy_(bias)
+        return mod
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int | None = None):
+        """Exact when rank >= min(m, n): plain truncated SVD of the weight."""
+        W = linear.weight.detach()
+        m, n = W.shape
+        r = min(m, n) if rank is None else int(rank)
+        U, S, Vh = torch.linalg.svd(W.double(), full_matrices=False)
+        root = S[:r].sqrt()
+        B = (U[:, :r] * root).to(W.dtype)            # (m, r)
+        A = (root[:, None] * Vh[:r]).to(W.dtype)     # (r, n)
+        bias = None if linear.bias is None else linear.bias.detach()
+        return cls.from_factors(B, A, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))  # (.., n) -> (.., r) -> (.., m)
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.up.weight @ self.down.weight  # (m, r) @ (r, n)
+
+    def to_dense(self) -> nn.Linear:
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.up.bias is not None,
+                        device=self.up.weight.device, dtype=self.up.weight.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.dense_weight())
+            if self.up.bias is not None:
+                lin.bias.copy_(self.up.bias)
+        return lin
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"

@@ -1,0 +1,48 @@
+"""What every model source offers: a list of tensors (metadata only) and reading one tensor."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Metadata of one stored tensor, known before any weights are read.
+
+    name   -- Hugging Face style name ("model.layers.3.self_attn.q_proj.weight"); GGUF names
+              are mapped to these so that rows of the same model match across formats.
+    shape  -- shape as it will be returned by `Source.read` (already in out x in layout for GGUF).
+    dtype  -- stored type as a string: "float32", "bfloat16", "Q4_1", ...
+    layout -- how a matrix is made of it: "linear" (out, in), "conv1d_gpt2" (in, out: transpose),
+              "conv" (out, in, *k: reshape to (out, in*k)), "moe" (experts, out, in), "vector" (1-D).
+    tied_to -- name of the tensor this one shares storage with, when known from metadata.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str = "linear"
+    tied_to: str | None = None
+
+
+class Source:
+    """Base class of model sources. Subclasses read lazily: `tensors()` reads no weights."""
+
+    description: str = "model"
+
+    def tensors(self) -> list[TensorInfo]:
+        raise NotImplementedError
+
+    def read(self, name: str) -> torch.Tensor:
+        """Return the tensor `name` (any float dtype; callers upcast)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
