@@ -1,1 +1,97 @@
-"""CLI command (filled in by its issue)."""
+"""`eigenscope analyze SOURCE`: one row per weight matrix, a compact table, optional file output."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+
+SHOWN = ["name", "role", "shape", "alpha", "stable_rank", "mp_spikes", "farms_alpha", "status"]
+
+
+@app.command()
+def analyze(
+    source: str = typer.Argument(..., help="nn.Module checkpoint folder, .safetensors, .gguf, or a "
+                                          "built-in name: smollm2-135m, minilm-l6."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write all rows to .csv, .json or .parquet."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
+                                          help="Comma-separated metric groups or columns "
+                                               "(norms,powerlaw,mp,randomize,farms,weibull). Default: all."),
+    layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Regex on matrix names; others are not read."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (eigenvalue problems)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Threads for the per-matrix metrics."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test and sub-sampling."),
+    save_spectra: Optional[Path] = typer.Option(None, "--save-spectra",
+                                                help="Also save every matrix's singular values (.safetensors)."),
+    rows: int = typer.Option(20, "--rows", help="Rows of the terminal table (0: none, -1: all)."),
+):
+    """Analyse every weight matrix of SOURCE through its spectrum."""
+    import time
+
+    from ..analyze.runner import analyze as run
+    from ..analyze.summary import summary
+    from ..analyze.tables import write_table
+
+    if out is not None:
+        _check_table_suffix(out)
+    t0 = time.perf_counter()
+    df = run(source, metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
+             save_spectra=save_spectra, progress=True)
+    elapsed = time.perf_counter() - t0
+    _print_table(df, rows)
+    _print_summary(summary(df), elapsed)
+    if out is not None:
+        write_table(df, out)
+        typer.echo(f"wrote {len(df)} rows to {out}")
+    if save_spectra is not None:
+        typer.echo(f"wrote singular values to {save_spectra}")
+
+
+def _check_table_suffix(out: Path) -> None:
+    from ..analyze.tables import WRITERS
+    from ..errors import EigenscopeError
+
+    if out.suffix.lower() not in WRITERS:
+        raise EigenscopeError(f"{out}: unknown table format; use .csv, .json or .parquet")
+
+
+def _print_table(df, rows: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if rows == 0 or df.empty:
+        return
+    shown = df if rows < 0 else _pick_rows(df, rows)
+    table = Table(show_header=True, header_style="bold", box=None)
+    for c in SHOWN:
+        table.add_column(c, justify="left" if c in ("name", "role", "shape", "status") else "right")
+    for _, r in shown.iterrows():
+        table.add_row(*[_fmt(r[c]) for c in SHOWN])
+    Console().print(table)
+    if len(shown) < len(df):
+        typer.echo(f"... {len(df) - len(shown)} more rows (use --rows -1 or --out FILE)")
+
+
+def _pick_rows(df, rows: int):
+    """The rows worth a glance: bad ones first, then the most extreme alphas."""
+    bad = df[df["status"] != "ok"]
+    rest = df[df["status"] == "ok"].sort_values("alpha", ascending=False, na_position="last")
+    half = max(rows - len(bad), 0)
+    picked = list(bad.index[:rows]) + list(rest.index[: (half + 1) // 2]) + list(rest.index[::-1][: half // 2])
+    return df.loc[sorted(set(picked))]
+
+
+def _print_summary(s, elapsed: float) -> None:
+    typer.echo(
+        f"{s['matrices']} matrices ({s['bad']} bad) in {elapsed:.1f} s | alpha median "
+        f"{_fmt(s['alpha_median'])} over {s['alpha_fitted']} fits | under-trained (alpha>6) "
+        f"{s['under_trained']} | over-fit (alpha<2) {s['over_fit']} | correlation traps "
+        f"{s['correlation_traps']}")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if v != v else (f"{v:.0f}" if v.is_integer() and abs(v) < 1e6 else f"{v:.3g}")
+    return str(v)

@@ -1,0 +1,88 @@
+"""Run the selected metric groups on one matrix and its eigenvalues; one place maps groups to maths."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .schema import METRIC_GROUPS
+
+
+def _norms(W, lam, m, n, seed):
+    from ..maths.norms import norm_metrics
+    return norm_metrics(lam, m, n)
+
+
+def _powerlaw(W, lam, m, n, seed):
+    from ..maths.powerlaw import fit_powerlaw
+    return fit_powerlaw(lam)
+
+
+def _mp(W, lam, m, n, seed):
+    from ..maths.mp import mp_metrics
+    return mp_metrics(lam, m, n)
+
+
+def _randomize(W, lam, m, n, seed):
+    from ..maths.randomize import randomization_test
+    return randomization_test(W, lam, seed=seed)
+
+
+def _farms(W, lam, m, n, seed):
+    from ..maths.farms import farms_alpha
+    return farms_alpha(W)
+
+
+def _weibull(W, lam, m, n, seed):
+    from ..maths.weibull import fit_weibull
+    return fit_weibull(W, seed=seed)
+
+
+# metric group -> function(W, lam, m, n, seed) -> dict of that group's columns
+GROUP_FUNCS = {
+    "norms": _norms, "powerlaw": _powerlaw, "mp": _mp,
+    "randomize": _randomize, "farms": _farms, "weibull": _weibull,
+}
+assert set(GROUP_FUNCS) == set(METRIC_GROUPS)
+
+# Groups that still mean something for a 1 x n matrix (one singular value).
+DEGENERATE_OK = ("norms",)
+
+
+def matrix_status(W: torch.Tensor) -> tuple[str, str]:
+    """(status, warning) of a matrix before any metric: bad tensors get a status, not an error."""
+    m, n = W.shape
+    bad = int((~torch.isfinite(W)).sum())
+    if bad:
+        return "nan_inf", f"{bad} of {W.numel()} entries are NaN or Inf; metrics skipped"
+    if not bool(W.any()):
+        return "zero", "all entries are zero; metrics skipped"
+    if min(m, n) < 2:
+        return "degenerate", f"a {m}x{n} matrix has one singular value; only norms computed"
+    return "ok", ""
+
+
+def compute_metrics(W: torch.Tensor, lam: np.ndarray, groups, *, status: str, seed: int) -> dict:
+    """Every selected group's columns for one matrix; a failing group gives NaNs and a warning."""
+    m, n = W.shape
+    out, warnings = {}, []
+    for g in groups:
+        if status != "ok" and not (status == "degenerate" and g in DEGENERATE_OK):
+            continue
+        try:
+            vals = GROUP_FUNCS[g](W, lam, m, n, seed)
+        except Exception as e:  # a metric failure must not stop the analysis of the model
+            warnings.append(f"{g} failed: {type(e).__name__}: {e}")
+            continue
+        out.update({k: _as_float(vals.get(k)) for k in METRIC_GROUPS[g]})
+    return {"metrics": out, "warnings": warnings}
+
+
+def _as_float(v) -> float:
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,149 @@
+"""`analyze`: one row per weight matrix, with every metric of methods.md §1, in a fixed schema.
+
+Matrices stream from the source one tensor at a time (a reader thread keeps the next ones
+ready), matrices of the same shape are batched into one Gram + eigvalsh call, and the per-matrix
+metrics run on a small thread pool while the next batch is read.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import torch
+
+from ..maths.spectrum import eigvals
+from .metrics import compute_metrics, matrix_status
+from .progress import progress_bar
+from .schema import COLUMNS, resolve_metrics
+
+BATCH_MAX = 16               # matrices of one shape per eigvalsh call
+BATCH_BYTES = 64 * 2**20     # a matrix larger than this is never held back for batching
+PENDING_MAX = 32             # matrices whose metrics may be in flight at once
+
+
+def analyze(source, *, metrics=None, layers: str | None = None, device=None,
+            workers: int | None = None, seed: int = 0, precision: str = "auto",
+            save_spectra: str | os.PathLike | None = None, progress: bool = False) -> pd.DataFrame:
+    """Analyse every weight matrix of `source`; return one row per matrix.
+
+    source   -- an nn.Module, a Hugging Face folder, a .safetensors or .gguf file, or a
+                built-in name ("smollm2-135m", "minilm-l6").
+    metrics  -- metric groups or column names (default: all); skipped columns stay NaN.
+    layers   -- regular expression on matrix names, applied before any weight is read.
+    device   -- where the eigenvalue problems run ("cpu", "cuda"); metrics run on the CPU.
+    workers  -- threads for the per-matrix metrics (default: number of cores, at most 4).
+    seed     -- seed of the randomization test and of sub-sampling (results are reproducible).
+    save_spectra -- also write every matrix's singular values to this .safetensors file.
+
+    >>> import torch, eigenscope
+    >>> df = eigenscope.analyze(torch.nn.Sequential(torch.nn.Linear(40, 30)), metrics="norms")
+    >>> df.loc[0, ["name", "rows", "cols", "status"]].tolist()
+    ['0.weight', 30, 40, 'ok']
+    """
+    from ..sources import open_source
+    from ..sources.matrices import iter_matrices, plan_matrices
+
+    groups = resolve_metrics(metrics)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    workers = workers or min(4, os.cpu_count() or 1)
+    src = open_source(source)
+    try:
+        plan = plan_matrices(src, layers=layers)
+        order = {meta.name: i for i, meta in enumerate(plan)}
+        rows, spectra = [], {}
+        with progress_bar(len(plan), "analyze", enabled=progress) as bar, \
+                ThreadPoolExecutor(workers) as pool:
+            stream = _prefetch(iter_matrices(src, layers=layers))
+            pending: deque = deque()
+            for batch in _batches(stream):
+                pending.extend(_submit_batch(pool, batch, groups, seed, dev, precision, spectra))
+                # Metrics of earlier batches finish while the next batch is read and solved;
+                # the window bounds how many matrices are held in memory.
+                while len(pending) > PENDING_MAX or (pending and pending[0].done()):
+                    rows.append(pending.popleft().result())
+                    bar.update(1)
+            while pending:
+                rows.append(pending.popleft().result())
+                bar.update(1)
+    finally:
+        src.close()
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(df.at[i, "name"], len(order)))]
+    df = df.reset_index(drop=True)
+    if save_spectra is not None:
+        from .spectra_io import save_spectra as _save
+        _save(save_spectra, df, spectra, source=_describe(source))
+    return df
+
+
+def _submit_batch(pool, batch, groups, seed, dev, precision, spectra):
+    """Eigenvalues for a batch of same-shape matrices, then metrics per matrix on the pool."""
+    checked = [(meta, W, *matrix_status(W)) for meta, W in batch]
+    good = [i for i, c in enumerate(checked) if c[2] in ("ok", "degenerate")]
+    lams = {}
+    if good:
+        stack = torch.stack([checked[i][1] for i in good]).to(dev)  # (b, m, n)
+        lam = eigvals(stack, precision=precision).cpu().numpy()      # (b, M) ascending
+        lams = {i: lam[j] for j, i in enumerate(good)}
+    futures = []
+    for i, (meta, W, status, warning) in enumerate(checked):
+        if i in lams:
+            spectra[meta.name] = lams[i]
+        futures.append(pool.submit(_row, meta, W, lams.get(i), groups, seed, status, warning))
+    return futures
+
+
+def _row(meta, W, lam, groups, seed, status, warning) -> dict:
+    row = {c: getattr(meta, c) for c in COLUMNS if hasattr(meta, c)}
+    res = compute_metrics(W, lam, groups, status=status, seed=seed) if lam is not None else \
+        {"metrics": {}, "warnings": []}
+    row.update(res["metrics"])
+    row["status"] = status
+    row["warning"] = "; ".join([w for w in [warning, *res["warnings"]] if w])
+    if status == "ok" and res["warnings"]:
+        row["status"] = "partial"
+    return row
+
+
+def _batches(stream):
+    """Group a stream of (meta, W) by shape; yield lists of at most BATCH_MAX same-shape items."""
+    pending: dict[tuple, list] = {}
+    for meta, W in stream:
+        if W.numel() * W.element_size() > BATCH_BYTES:
+            yield [(meta, W)]
+            continue
+        group = pending.setdefault(tuple(W.shape), [])
+        group.append((meta, W))
+        if len(group) >= BATCH_MAX:
+            yield pending.pop(tuple(W.shape))
+    yield from (g for g in pending.values() if g)
+
+
+_DONE = object()
+
+
+def _prefetch(iterator, depth: int = 4):
+    """Read the next tensors in a background thread while the current ones are analysed."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+
+    def work():
+        try:
+            for item in iterator:
+                q.put(item)
+        except BaseException as e:  # re-raised in the consumer, with its message intact
+            q.put(e)
+        q.put(_DONE)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not _DONE:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _describe(source) -> str:
+    return type(source).__name__ if isinstance(source, torch.nn.Module) else str(source)

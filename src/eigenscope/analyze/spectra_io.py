@@ -1,0 +1,69 @@
+"""Save and load every matrix's singular values, so later steps need not compute them again.
+
+Format: one safetensors file; one float64 tensor of singular values (descending) per row name;
+metadata "eigenscope.rows" = the analysis rows as JSON, "eigenscope.source" = what was analysed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import EigenscopeError
+from .schema import COLUMNS
+
+ROWS_KEY, SOURCE_KEY = "eigenscope.rows", "eigenscope.source"
+
+
+def save_spectra(path, df: pd.DataFrame, spectra: dict[str, np.ndarray], *, source: str = "") -> Path:
+    """Write singular values (from ascending eigenvalues `spectra`) and rows, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {name: torch.from_numpy(np.sqrt(np.clip(lam[::-1], 0, None)).copy())
+               for name, lam in spectra.items()}
+    meta = {ROWS_KEY: df.to_json(orient="records"), SOURCE_KEY: source}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return path
+
+
+def load_spectra(path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """(rows, {name: singular values descending}) from a file written by `save_spectra`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise EigenscopeError(f"{path}: no such spectra file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            sv = {k: f.get_tensor(k).numpy() for k in f.keys()}
+    except Exception as e:
+        raise EigenscopeError(f"{path}: not a readable spectra file ({type(e).__name__})") from None
+    if ROWS_KEY not in meta:
+        raise EigenscopeError(f"{path}: no eigenscope rows in its metadata (not a spectra file?)")
+    df = pd.read_json(_StringIO(meta[ROWS_KEY]), orient="records")
+    return df.reindex(columns=COLUMNS), sv
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _StringIO(text: str):
+    import io
+    return io.StringIO(text)
