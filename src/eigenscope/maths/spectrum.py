@@ -1,16 +1,17 @@
 """Eigenvalues of W^T W (the ESD) through the M x M Gram matrix: much faster than an SVD.
 
-The Gram product runs in float32 (several times faster than float64 on CPUs) and the
-eigenvalue problem in float64. A float32 Gram perturbs each eigenvalue by about
-eps32 * sqrt(n) * lambda_1, so small eigenvalues lose relative accuracy; where the spectrum
-reaches down there (lambda_min < REFINE_BELOW * lambda_1) the matrix is redone in float64.
+By default the Gram product and the eigenvalue problem run in float32 (float64 products are
+several times slower on CPUs). That perturbs each eigenvalue by up to ~1e-5 * lambda_1 (measured
+on SmolLM2-135M: median 1e-6, worst 8e-6), so small eigenvalues lose relative accuracy; where the
+spectrum reaches down there (lambda_min < REFINE_BELOW * lambda_1) the matrix is redone in
+float64. Unrefined matrices thus have every eigenvalue above 1e-4 * lambda_1, known to ~10 %
+at worst and far better for the rest; the tail (alpha) and the bulk (MP) are unaffected.
 """
 from __future__ import annotations
 
 import torch
 
-# lambda_min / lambda_1 below this -> recompute the Gram matrix in float64 (about 1000x the
-# float32 rounding floor, so eigenvalues above it keep ~3 correct digits in the fast path).
+# lambda_min / lambda_1 below this -> recompute in float64 (about 10x the float32 error).
 REFINE_BELOW = 1e-4
 
 
@@ -31,7 +32,7 @@ def eigvals(W: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
         raise ValueError(f"precision must be auto, float64 or float32, not {precision!r}")
     if precision == "float64":
         return torch.linalg.eigvalsh(gram(W, torch.float64)).clamp_min_(0.0)
-    lam = torch.linalg.eigvalsh(gram(W, torch.float32).double()).clamp_min_(0.0)
+    lam = torch.linalg.eigvalsh(gram(W, torch.float32)).double().clamp_min_(0.0)
     if precision == "float32":
         return lam
     top = lam[..., -1:]

@@ -1,0 +1,63 @@
+"""The command line: exit code 2 and one line for bad input; files written for good input."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from eigenscope.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "eigenscope", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def _one_line_error(res, needle):
+    assert res.returncode == 2, res.stderr
+    err = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(err) == 1 and needle in err[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_path_is_one_line_exit_2(tmp_path):
+    _one_line_error(run("analyze", str(tmp_path / "nope.safetensors")), "nope.safetensors")
+
+
+def test_unknown_format_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "weights.xyz"
+    bad.write_text("hello")
+    _one_line_error(run("analyze", str(bad)), "weights.xyz")
+
+
+def test_truncated_safetensors_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file({"a.weight": torch.randn(40, 30)}, str(path))
+    path.write_bytes(path.read_bytes()[:50])
+    _one_line_error(run("analyze", str(path)), "model.safetensors")
+
+
+def test_unknown_metric_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"a.weight": torch.randn(40, 30)}, str(path))
+    _one_line_error(run("analyze", str(path), "--metrics", "bogus"), "bogus")
+
+
+def test_analyze_writes_the_table(tmp_path, capsys):
+    path = tmp_path / "m.safetensors"
+    save_file({"layers.0.mlp.up_proj.weight": torch.randn(64, 32),
+               "layers.0.input_layernorm.weight": torch.ones(32)}, str(path))
+    out = tmp_path / "rows.csv"
+    assert main(["analyze", str(path), "--out", str(out), "--metrics", "norms,powerlaw"]) == 0
+    df = pd.read_csv(out)
+    assert df["name"].tolist() == ["layers.0.mlp.up_proj.weight"]
+    assert df.loc[0, "role"] == "up" and df.loc[0, "block"] == 0
+    assert "1 matrices" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["--help"], ["analyze", "--help"]])
+def test_help_texts(args, capsys):
+    assert main(args) == 0
+    assert "Usage" in capsys.readouterr().out
