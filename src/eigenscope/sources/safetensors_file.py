@@ -1,0 +1,79 @@
+"""Safetensors files (one, or the shards of a Hugging Face folder), read one tensor at a time."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import torch
+
+from ..errors import SourceError
+from .base import Source, TensorInfo
+from .layout import layout_from_name
+
+
+def check_header(path: Path) -> None:
+    """Fail with one line naming the file if its header is truncated or not safetensors JSON."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise SourceError(f"{path}: truncated safetensors file (no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise SourceError(f"{path}: truncated or corrupt safetensors header")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SourceError(f"{path}: corrupt safetensors header (not JSON)") from None
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"
+            and isinstance(v, dict) and "data_offsets" in v]
+    if ends and max(ends) > size - 8 - n:
+        raise SourceError(f"{path}: truncated safetensors file (data ends early)")
+
+
+class SafetensorsSource(Source):
+    def __init__(self, files: list[Path], *, gpt2: bool = False, skip: set[str] = frozenset()):
+        from safetensors import safe_open
+
+        self.description = str(files[0].parent if len(files) > 1 else files[0])
+        self._handles, self._where, self._infos = [], {}, []
+        for path in files:
+            if not path.is_file():
+                raise SourceError(f"{path}: no such file")
+            check_header(path)
+            try:
+                h = safe_open(str(path), framework="pt")
+            except Exception as e:
+                raise SourceError(f"{path}: cannot open as safetensors ({e})") from None
+            self._handles.append((path, h))
+            for name in h.keys():
+                if name in skip:
+                    continue
+                sl = h.get_slice(name)
+                shape = tuple(sl.get_shape())
+                self._where[name] = (path, h)
+                self._infos.append(TensorInfo(name, shape, _dtype_name(sl.get_dtype()),
+                                              layout_from_name(name, len(shape), gpt2=gpt2)))
+
+    def tensors(self) -> list[TensorInfo]:
+        return list(self._infos)
+
+    def read(self, name: str) -> torch.Tensor:
+        path, h = self._where[name]
+        try:
+            return h.get_tensor(name)
+        except Exception as e:
+            raise SourceError(f"{path}: cannot read tensor {name} ({e})") from None
+
+    def close(self) -> None:
+        self._handles.clear()
+
+
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+           "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+           "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def _dtype_name(code: str) -> str:
+    return _DTYPES.get(code, code.lower())
