@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "analyze": "eigenscope.analyze.runner",
-    "summary": "eigenscope.analyze.summary",
+    "analyze": "eigenscope.analysis.runner",
+    "summary": "eigenscope.analysis.summary",
     "open_source": "eigenscope.sources",
     "compress": "eigenscope.compress.api",
     "save": "eigenscope.compress.io",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from ..errors import EigenscopeError
@@ -21,19 +20,22 @@ app = typer.Typer(
 from . import analyze_cmd, compress_cmd, report_cmd  # noqa: E402,F401
 
 
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                       is_eager=True)):
+    """Read the weight matrices of a neural network, diagnose them through their spectra, and act."""
+    if version:
+        from .. import __version__
+        typer.echo(f"eigenscope {__version__}")
+        raise typer.Exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
-    cmd = typer.main.get_command(app)
     try:
-        cmd.main(args=argv, prog_name="eigenscope", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.Abort:
-        print("eigenscope: aborted", file=sys.stderr)
-        return 130
-    except click.ClickException as e:
-        e.show()
-        return 2
+        app(args=argv, prog_name="eigenscope", standalone_mode=True)
+    except SystemExit as e:  # click's own ending: help, usage errors (2), typer.Exit
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except EigenscopeError as e:
         print(f"eigenscope: error: {e}", file=sys.stderr)
         return 2

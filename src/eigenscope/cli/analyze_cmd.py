@@ -30,9 +30,9 @@ def analyze(
     """Analyse every weight matrix of SOURCE through its spectrum."""
     import time
 
-    from ..analyze.runner import analyze as run
-    from ..analyze.summary import summary
-    from ..analyze.tables import write_table
+    from ..analysis.runner import analyze as run
+    from ..analysis.summary import summary
+    from ..analysis.tables import write_table
 
     if out is not None:
         _check_table_suffix(out)
@@ -50,7 +50,7 @@ def analyze(
 
 
 def _check_table_suffix(out: Path) -> None:
-    from ..analyze.tables import WRITERS
+    from ..analysis.tables import WRITERS
     from ..errors import EigenscopeError
 
     if out.suffix.lower() not in WRITERS:
