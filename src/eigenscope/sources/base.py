@@ -26,6 +26,12 @@ class TensorInfo:
     tied_to: str | None = None
 
 
+def error_line(e: BaseException) -> str:
+    """An underlying library's exception as a short single line (for SourceError messages)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:100] if text else ''}"
+
+
 class Source:
     """Base class of model sources. Subclasses read lazily: `tensors()` reads no weights."""
 

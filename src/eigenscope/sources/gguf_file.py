@@ -1,8 +1,11 @@
 """GGUF files (llama.cpp), memory-mapped; each tensor dequantised on its own when read.
 
-Names are mapped to Hugging Face names (names.gguf_to_hf). llama.cpp permutes the rows of the
-q and k projections for its rotary layout; a row permutation leaves singular values unchanged,
-so the spectra of a GGUF file match those of the Hugging Face checkpoint without undoing it.
+Names are mapped to Hugging Face names (names.gguf_to_hf) so rows of a GGUF file match those of
+the same model's Hugging Face checkpoint. GGUF lists dimensions ne0 (the contiguous, "in" axis)
+first; tensors are returned in PyTorch (out, in) order. llama.cpp's converter also permutes the
+rows of the q and k projections for its rotary layout: a row permutation leaves singular values
+unchanged, so spectra match the Hugging Face checkpoint without undoing it (the matrices
+themselves differ from HF's by that row order).
 """
 from __future__ import annotations
 
@@ -12,16 +15,20 @@ import numpy as np
 import torch
 
 from ..errors import SourceError
-from .base import Source, TensorInfo
+from .base import Source, TensorInfo, error_line
 from .layout import layout_from_name
 from .names import gguf_to_hf
 
-SUPPORTED = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K",
-             "Q2_K", "Q3_K", "Q8_K"}
+SUPPORTED = {"F32", "F16", "BF16", "F64", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K",
+             "Q6_K", "Q2_K", "Q3_K", "Q8_K"}
+_PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
+          "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
 GGUF_MAGIC = b"GGUF"
 
 
 class GGUFSource(Source):
+    """`reader` is the memory-mapped gguf.GGUFReader (metadata fields, raw tensor blocks)."""
+
     def __init__(self, path: Path):
         try:
             from gguf import GGUFReader
@@ -34,16 +41,19 @@ class GGUFSource(Source):
             if f.read(4) != GGUF_MAGIC:
                 raise SourceError(f"{self.path}: not a GGUF file (bad magic)")
         try:
-            self._reader = GGUFReader(str(self.path), "r")
-        except Exception as e:
+            self.reader = GGUFReader(str(self.path), "r")
+            self.arch = _architecture(self.reader)
+            tensors = list(self.reader.tensors)
+        except Exception as e:  # gguf raises ValueError/IndexError/... on damaged files
             raise SourceError(f"{self.path}: truncated or corrupt GGUF file "
-                              f"({type(e).__name__}: {str(e)[:80]})") from None
+                              f"({error_line(e)})") from None
         self._by_name, self._infos = {}, []
-        for t in self._reader.tensors:
-            name = gguf_to_hf(t.name)
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF lists ne0 (in) first
+        for t in tensors:
+            name = gguf_to_hf(t.name, self.arch)
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # (ne1, ne0) = (out, in)
             self._by_name[name] = t
-            self._infos.append(TensorInfo(name, shape, t.tensor_type.name,
+            qtype = t.tensor_type.name
+            self._infos.append(TensorInfo(name, shape, _PLAIN.get(qtype, qtype),
                                           layout_from_name(name, len(shape))))
 
     def tensors(self) -> list[TensorInfo]:
@@ -57,11 +67,26 @@ class GGUFSource(Source):
         if qtype not in SUPPORTED:
             raise SourceError(f"{self.path}: tensor {name} has unsupported type {qtype}")
         try:
+            # t.data: memory-mapped (rows, bytes per row) blocks; only this tensor is decoded.
             arr = dequantize(t.data, t.tensor_type)
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            arr = np.ascontiguousarray(arr, dtype=np.float32).reshape(shape)
+            if not arr.flags.writeable:  # F32 comes back as the read-only map itself
+                arr = arr.copy()
         except Exception as e:
-            raise SourceError(f"{self.path}: cannot dequantise {name} ({qtype}): {e}") from None
-        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32).reshape(shape))
+            raise SourceError(f"{self.path}: cannot dequantise {name} ({qtype}): "
+                              f"{error_line(e)}") from None
+        return torch.from_numpy(arr)
 
     def close(self) -> None:
         self._by_name.clear()
+
+
+def _architecture(reader) -> str:
+    field = reader.fields.get("general.architecture")
+    if field is None:
+        return "llama"
+    try:
+        return str(field.contents())
+    except Exception:  # older gguf: raw parts
+        return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")

@@ -1,4 +1,5 @@
-"""A Hugging Face model folder: sharded or single safetensors, or pytorch_model.bin (weights only)."""
+"""A Hugging Face model folder: sharded or single safetensors, or pytorch_model.bin (weights
+only, memory-mapped), with config.json for GPT-2 layout and tied embeddings."""
 from __future__ import annotations
 
 import json
@@ -7,65 +8,76 @@ from pathlib import Path
 import torch
 
 from ..errors import SourceError
-from .base import Source, TensorInfo
-from .layout import layout_from_name
+from .base import Source, TensorInfo, error_line
+from .layout import file_infos
 from .safetensors_file import SafetensorsSource
 
-_HEADS = ("lm_head.weight",)
+# Keys under which some checkpoints nest their state dict.
+_NESTED = ("state_dict", "model", "module")
 
 
 def read_config(folder: Path) -> dict:
+    """config.json of a folder, {} when absent."""
     path = folder / "config.json"
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SourceError(f"{path}: unreadable config ({e})") from None
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SourceError(f"{path}: unreadable config ({type(e).__name__})") from None
+    return config if isinstance(config, dict) else {}
+
+
+def config_flags(folder: Path) -> dict:
+    """Options the file sources take from a folder's config: GPT-2 Conv1D naming, tied head.
+
+    Without a config, GPT-2 is guessed from the tensors (gpt2=None) and nothing is assumed tied
+    (transformers' default is True, but a bare file may be anything); identical embed/head
+    tensors are still caught at read time.
+    """
+    config = read_config(folder)
+    if not config:
+        return {"gpt2": None, "tie": False}
+    gpt2 = config.get("model_type") == "gpt2"
+    return {"gpt2": gpt2, "tie": bool(config.get("tie_word_embeddings", gpt2))}
 
 
 def open_folder(folder: Path) -> Source:
-    config = read_config(folder)
-    gpt2 = config.get("model_type") == "gpt2"
-    skip = set(_HEADS) if config.get("tie_word_embeddings") else set()
+    flags = config_flags(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
             shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, json.JSONDecodeError, KeyError) as e:
-            raise SourceError(f"{index}: unreadable shard index ({e})") from None
-        return SafetensorsSource([folder / s for s in shards], gpt2=gpt2, skip=skip)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+                AttributeError) as e:
+            raise SourceError(f"{index}: unreadable shard index ({type(e).__name__})") from None
+        return SafetensorsSource([folder / s for s in shards], **flags)
     single = sorted(folder.glob("*.safetensors"))
     if single:
-        return SafetensorsSource(single, gpt2=gpt2, skip=skip)
+        return SafetensorsSource(single, **flags)
     bins = sorted(folder.glob("pytorch_model*.bin"))
     if bins:
-        return TorchBinSource(bins, gpt2=gpt2, skip=skip)
+        return TorchBinSource(bins, **flags)
     ggufs = sorted(folder.glob("*.gguf"))
     if len(ggufs) == 1:
         from .gguf_file import GGUFSource
         return GGUFSource(ggufs[0])
-    raise SourceError(f"{folder}: no model weights found (*.safetensors, pytorch_model*.bin, *.gguf)")
+    raise SourceError(f"{folder}: no model weights found (*.safetensors, pytorch_model*.bin, "
+                      "one *.gguf)")
 
 
 class TorchBinSource(Source):
     """pytorch_model.bin shards, loaded memory-mapped with weights_only=True (never unpickled)."""
 
-    def __init__(self, files: list[Path], *, gpt2: bool = False, skip: set[str] = frozenset()):
-        self.description = str(files[0].parent)
-        self._state, self._infos = {}, []
+    def __init__(self, files: list[Path], *, gpt2: bool | None = None, tie: bool = False):
+        self.description = str(files[0].parent if len(files) > 1 else files[0])
+        self._state, raw = {}, []
         for path in files:
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as e:
-                raise SourceError(f"{path}: cannot load as a weights-only checkpoint "
-                                  f"({type(e).__name__})") from None
-            for name, t in sd.items():
-                if name in skip or not isinstance(t, torch.Tensor):
-                    continue
-                self._state[name] = t
-                self._infos.append(TensorInfo(name, tuple(t.shape), str(t.dtype).replace("torch.", ""),
-                                              layout_from_name(name, t.ndim, gpt2=gpt2)))
+            for name, t in _load(path).items():
+                if isinstance(t, torch.Tensor):
+                    self._state[name] = t
+                    raw.append((name, tuple(t.shape), str(t.dtype).replace("torch.", "")))
+        self._infos = file_infos(raw, gpt2=gpt2, tie=tie)
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
@@ -75,3 +87,18 @@ class TorchBinSource(Source):
 
     def close(self) -> None:
         self._state.clear()
+
+
+def _load(path: Path) -> dict:
+    """The state dict of a weights-only checkpoint, memory-mapped (tensors are read on access)."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise SourceError(f"{path}: cannot load as a weights-only torch checkpoint "
+                          f"({error_line(e)})") from None
+    for key in _NESTED:
+        if isinstance(sd, dict) and len(sd) == 1 and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise SourceError(f"{path}: not a state dict ({type(sd).__name__})")
+    return sd

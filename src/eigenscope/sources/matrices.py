@@ -1,4 +1,14 @@
-"""Which tensors count as matrices, and the rows they make. Filter first, read each tensor once."""
+"""Which tensors count as matrices, and the rows they make. Filter first, read each tensor once.
+
+Rules (methods.md: a matrix is m x n = out x in):
+- 2-D weights of Linear, Embedding and lm_head layers, as stored;
+- GPT-2 Conv1D weights (stored in x out) transposed;
+- Conv1d/Conv2d weights (out, in, *k) reshaped to (out, in * prod(k));
+- 3-D mixture-of-experts tensors (experts, out, in): one row per expert, named "<tensor>.expert{e}"
+  (per-expert 2-D tensors, "experts.5.w1.weight", keep their name and get expert 5);
+- 1-D tensors (norms, biases), biases of any rank, buffers and integer tensors are skipped;
+- tied weights once (see `iter_matrices`).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -8,37 +18,52 @@ from typing import Iterator
 
 import torch
 
+from ..errors import EigenscopeError
 from .base import Source, TensorInfo
-from .layout import is_weight_name, matrix_shape, to_matrices
-from .names import block_index, role_of
-
+from .layout import is_weight_name, matrix_shape, to_matrix
+from .names import block_index, expert_index, role_of
 
 
 @dataclass(frozen=True)
 class MatrixMeta:
-    name: str
-    tensor: str
-    expert: int
-    block: int
-    role: str
-    rows: int
-    cols: int
-    shape: str
-    dtype: str
-    numel: int
+    """Identity of one analysed matrix: the ID_COLUMNS of analysis/schema.py but status/warning."""
+
+    name: str     # row name: tensor name, plus ".expert{e}" for MoE experts
+    tensor: str   # stored tensor name
+    expert: int   # expert index, -1 outside mixture-of-experts layers
+    block: int    # block index parsed from the name, -1 outside the blocks
+    role: str     # q k v o gate up down embed head other
+    rows: int     # m (out) of the analysed matrix
+    cols: int     # n (in) of the analysed matrix
+    shape: str    # stored shape as text, "576x1536"
+    dtype: str    # stored dtype before upcasting ("bfloat16", "Q4_1", ...)
+    numel: int    # rows * cols
 
 
 def plan_matrices(source: Source, *, layers: str | None = None) -> list[MatrixMeta]:
-    """Rows the source will give, from metadata alone (no weight is read)."""
+    """Rows the source will give, from metadata alone (no weight is read).
+
+    Ties known from metadata are already excluded; identical embedding/head tensors found only
+    by reading (see `iter_matrices`) are the one case where the plan lists a row more.
+    """
     return [meta for _, metas in _selected(source, layers) for meta in metas]
 
 
-def iter_matrices(source: Source, *, layers: str | None = None) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
-    """Yield (meta, 2-D float32 matrix) per row; each selected tensor is read exactly once.
+def iter_matrices(source: Source, *,
+                  layers: str | None = None) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
+    """Yield (meta, 2-D float32 matrix (rows, cols)) per row; each selected tensor is read once.
 
-    Tied weights are analysed once: an nn.Module shares one Parameter, a folder's config says
-    tie_word_embeddings, and identical embedding/head tensors under two names (seen by a hash of
-    their bytes at read time) are yielded under the first name only.
+    `layers` is a regular expression searched in the row name and the tensor name; it is applied
+    to the metadata, so tensors it leaves out are never read. A float32 matrix of an nn.Module
+    is the parameter itself (no copy): read it, do not modify it.
+
+    Tied weights are analysed once: an nn.Module's shared Parameter (or storage) is listed once
+    by the source; a folder whose config says tie_word_embeddings marks lm_head as tied to the
+    embedding (TensorInfo.tied_to), and a GGUF file without output.weight simply has no head.
+    Files that store the same embedding/head matrix under two names without saying so are caught
+    at read time: each embed/head tensor's bytes are hashed (blake2b, no copy) and a tensor whose
+    hash was already seen is skipped. Only embed/head tensors are hashed: that is where ties
+    happen, and equal blocks elsewhere (e.g. two zero-initialised layers) are distinct matrices.
     """
     seen: set[bytes] = set()
     for info, metas in _selected(source, layers):
@@ -48,43 +73,70 @@ def iter_matrices(source: Source, *, layers: str | None = None) -> Iterator[tupl
             if digest in seen:
                 continue
             seen.add(digest)
-        for meta, (_, W) in zip(metas, to_matrices(t, info.layout)):
-            yield meta, W.to(torch.float32)
+        for meta in metas:
+            yield meta, to_matrix(t, info.layout, meta.expert).to(torch.float32)
 
 
 def _selected(source: Source, layers: str | None):
-    pattern = re.compile(layers) if layers else None
+    """(TensorInfo, its selected rows) for every tensor giving at least one selected row."""
+    try:
+        pattern = re.compile(layers) if layers else None
+    except re.error as e:
+        raise EigenscopeError(f"bad layers regular expression {layers!r}: {e}") from None
+    selected = []
     for info in source.tensors():
         metas = _metas(info)
-        if not metas:
-            continue
         if pattern is not None:
-            metas = [m for m in metas if pattern.search(m.name)]
-            if not metas:
-                continue
-        yield info, metas
+            metas = [m for m in metas if pattern.search(m.name) or pattern.search(m.tensor)]
+        if metas:
+            selected.append((info, metas))
+    # One order whatever the format (files list tensors alphabetically, modules by definition).
+    stacks: dict[str, int] = {}
+    keys = [_order_key(metas[0], stacks) for _, metas in selected]
+    return [sel for _, sel in sorted(zip(keys, selected), key=lambda ks: ks[0])]
+
+
+_ROLE_RANK = {r: i for i, r in enumerate(("q", "k", "v", "o", "gate", "up", "down", "other"))}
+_STACK = re.compile(r"^(.*?)(?:layers|layer|h|blocks|blk|block)\.\d+\.")
+
+
+def _order_key(meta: MatrixMeta, stacks: dict[str, int]):
+    """Embeddings first, then the blocks (each stack, e.g. encoder/decoder, in numeric block
+    order, roles q k v o gate up down other), then everything else (head, pooler, ...)."""
+    natural = tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", meta.name)))
+    if meta.block < 0:
+        return (0 if meta.role == "embed" else 2, 0, 0, 0, natural)
+    m = _STACK.match(meta.tensor)
+    stack = stacks.setdefault(m.group(1) if m else "", len(stacks))
+    return (1, stack, meta.block, _ROLE_RANK.get(meta.role, len(_ROLE_RANK)), natural)
 
 
 def _metas(info: TensorInfo) -> list[MatrixMeta]:
-    if info.layout == "vector" or not is_weight_name(info.name) or info.tied_to:
+    if info.layout == "vector" or info.tied_to or not is_weight_name(info.name):
         return []
-    if info.dtype.startswith(("int", "uint", "bool")):
+    if info.dtype.startswith(("int", "uint", "bool")):  # ids, masks, int8-packed weights
         return []
     rc = matrix_shape(info.shape, info.layout)
     if rc is None:
         return []
     rows, cols = rc
-    experts = range(info.shape[0]) if info.layout == "moe" else [-1]
-    return [MatrixMeta(
-        name=info.name if e < 0 else f"{info.name}.expert{e}", tensor=info.name, expert=e,
-        block=block_index(info.name), role=role_of(info.name), rows=rows, cols=cols,
-        shape="x".join(map(str, info.shape)), dtype=info.dtype, numel=rows * cols)
-        for e in experts]
+    moe = info.layout == "moe"
+    experts = range(info.shape[0]) if moe else [expert_index(info.name)]
+    block, role = block_index(info.name), role_of(info.name)
+    shape = "x".join(map(str, info.shape))
+    return [MatrixMeta(name=f"{info.name}.expert{e}" if moe else info.name, tensor=info.name,
+                       expert=e, block=block, role=role, rows=rows, cols=cols, shape=shape,
+                       dtype=info.dtype, numel=rows * cols)
+            for e in experts]
 
 
 def _digest(t: torch.Tensor) -> bytes:
-    data = t.detach().contiguous().view(torch.uint8) if t.dtype != torch.bool else t.contiguous()
+    """Hash of a tensor's shape, dtype and bytes, fed through the buffer protocol (no copy)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
     h = hashlib.blake2b(digest_size=16)
     h.update(str((tuple(t.shape), t.dtype)).encode())
-    h.update(data.numpy().tobytes() if data.device.type == "cpu" else data.cpu().numpy().tobytes())
+    flat = t.contiguous().reshape(-1)
+    h.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
     return h.digest()

@@ -7,16 +7,24 @@ from torch import nn
 from .base import Source, TensorInfo
 
 
-def _layout(module: nn.Module, param: torch.Tensor, pname: str) -> str:
+def _layout(module: nn.Module, param: torch.Tensor) -> str:
     if param.ndim <= 1:
         return "vector"
-    if type(module).__name__ == "Conv1D":  # transformers' GPT-2 Conv1D stores (in, out)
+    # transformers' GPT-2 Conv1D stores (in, out); matched by class name, no hard import.
+    if type(module).__name__ == "Conv1D":
         return "conv1d_gpt2"
     if isinstance(module, nn.modules.conv._ConvNd):
         return "conv"
-    if param.ndim == 3:
-        return "moe"
-    return "linear" if param.ndim == 2 else "conv"
+    if param.ndim == 2:
+        return "linear"
+    return "moe" if param.ndim == 3 else "conv"
+
+
+def _storage_key(p: torch.Tensor):
+    """Same memory, same view: two Parameters tied by sharing storage (not only `is`)."""
+    if p.device.type == "meta":
+        return id(p)
+    return (p.untyped_storage().data_ptr(), p.storage_offset(), tuple(p.shape), tuple(p.stride()))
 
 
 class ModuleSource(Source):
@@ -25,15 +33,18 @@ class ModuleSource(Source):
         self.description = type(model).__name__
         self._params: dict[str, torch.Tensor] = {}
         self._infos: list[TensorInfo] = []
-        # named_parameters() yields a shared (tied) parameter once, under its first name.
+        first: dict = {}  # storage key -> first name (tied weights are listed once)
         for mname, module in model.named_modules():
             for pname, p in module.named_parameters(recurse=False):
                 full = f"{mname}.{pname}" if mname else pname
-                if any(p is q for q in self._params.values()):
+                key = _storage_key(p)
+                if key in first:
                     continue
+                first[key] = full
                 self._params[full] = p
-                self._infos.append(TensorInfo(full, tuple(p.shape), str(p.dtype).replace("torch.", ""),
-                                              _layout(module, p, pname)))
+                self._infos.append(TensorInfo(full, tuple(p.shape),
+                                              str(p.dtype).replace("torch.", ""),
+                                              _layout(module, p)))
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)

@@ -8,12 +8,15 @@ from pathlib import Path
 import torch
 
 from ..errors import SourceError
-from .base import Source, TensorInfo
-from .layout import layout_from_name
+from .base import Source, TensorInfo, error_line
+from .layout import file_infos
 
 
 def check_header(path: Path) -> None:
-    """Fail with one line naming the file if its header is truncated or not safetensors JSON."""
+    """Fail with one line naming the file if its header is truncated or not safetensors JSON.
+
+    safe_open's own errors are Rust panics or long messages; checking first gives a clear line.
+    """
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -26,35 +29,37 @@ def check_header(path: Path) -> None:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise SourceError(f"{path}: corrupt safetensors header (not JSON)") from None
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"
-            and isinstance(v, dict) and "data_offsets" in v]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        raise SourceError(f"{path}: corrupt safetensors header (bad tensor entries)") from None
     if ends and max(ends) > size - 8 - n:
         raise SourceError(f"{path}: truncated safetensors file (data ends early)")
 
 
 class SafetensorsSource(Source):
-    def __init__(self, files: list[Path], *, gpt2: bool = False, skip: set[str] = frozenset()):
+    def __init__(self, files: list[Path], *, gpt2: bool | None = None, tie: bool = False):
         from safetensors import safe_open
 
         self.description = str(files[0].parent if len(files) > 1 else files[0])
-        self._handles, self._where, self._infos = [], {}, []
+        self._handles, self._where, raw = [], {}, []
         for path in files:
             if not path.is_file():
                 raise SourceError(f"{path}: no such file")
             check_header(path)
             try:
                 h = safe_open(str(path), framework="pt")
-            except Exception as e:
-                raise SourceError(f"{path}: cannot open as safetensors ({e})") from None
+            except BaseException as e:  # a Rust panic is a BaseException
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise SourceError(f"{path}: cannot open as safetensors ({error_line(e)})") from None
             self._handles.append((path, h))
             for name in h.keys():
-                if name in skip:
-                    continue
                 sl = h.get_slice(name)
                 shape = tuple(sl.get_shape())
                 self._where[name] = (path, h)
-                self._infos.append(TensorInfo(name, shape, _dtype_name(sl.get_dtype()),
-                                              layout_from_name(name, len(shape), gpt2=gpt2)))
+                raw.append((name, shape, _dtype_name(sl.get_dtype())))
+        self._infos = file_infos(raw, gpt2=gpt2, tie=tie)
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
@@ -63,8 +68,10 @@ class SafetensorsSource(Source):
         path, h = self._where[name]
         try:
             return h.get_tensor(name)
-        except Exception as e:
-            raise SourceError(f"{path}: cannot read tensor {name} ({e})") from None
+        except BaseException as e:  # a Rust panic is a BaseException
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise SourceError(f"{path}: cannot read tensor {name} ({error_line(e)})") from None
 
     def close(self) -> None:
         self._handles.clear()
