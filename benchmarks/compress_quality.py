@@ -1,0 +1,125 @@
+"""Compression quality on SmolLM2-135M: perplexity and KL to the original on held-out pydoc prose.
+
+Every method sees the same calibration tokens (the first calib-seqs x seq-len tokens of the
+pydoc topics text); evaluation uses the tokens after them, which no method saw. Statistics that
+do not depend on the ratio (Gram matrices, gradients) are gathered once per method and reused
+across ratios; their time is printed apart (stats_s) from the per-ratio time (compress_s).
+
+Target: "best" (sequential + output-Fisher global allocation) has >= 15 % less perplexity
+increase (ppl - base ppl) than uniform whiten (the SVD-LLM configuration) at every ratio.
+
+    python benchmarks/compress_quality.py [--calib-seqs 96] [--ratios 0.1,0.2,0.4]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from eigenscope.compression.api import compress  # noqa: E402
+from eigenscope.compression.calibrate import target_linears  # noqa: E402
+from eigenscope.compression.data import default_text, token_ids  # noqa: E402
+from eigenscope.compression.fisher import collect_fisher  # noqa: E402
+from eigenscope.compression.methods import ASVDConfig, SVDConfig, WhitenConfig  # noqa: E402
+from eigenscope.evaluation import evaluate  # noqa: E402
+from eigenscope.models import load_model  # noqa: E402
+
+# name -> (config, allocation, statistics group: runs of one group share ratio-free statistics)
+VARIANTS = {
+    "svd": (SVDConfig(), "uniform", None),
+    "asvd": (ASVDConfig(), "uniform", "asvd"),
+    "whiten-uniform": (WhitenConfig(sequential=False), "uniform", "gram"),
+    "fisher-global": (WhitenConfig(sequential=False, output_fisher=True), "global", "gram"),
+    "best": (WhitenConfig(sequential=True, output_fisher=True), "global", "gram"),
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calib-seqs", type=int, default=96)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--eval-tokens", type=int, default=8192)
+    ap.add_argument("--grad-batches", type=int, default=4, help="batches of 8 sequences for gradients")
+    ap.add_argument("--ratios", default="0.1,0.2,0.4")
+    ap.add_argument("--methods", default=",".join(VARIANTS))
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base, tok = load_model("smollm2-135m")
+    text = default_text()
+    flat = token_ids(text, tok)
+    n_calib = args.calib_seqs * args.seq_len
+    calib = flat[:n_calib].view(args.calib_seqs, args.seq_len)
+    ev = dict(text=text, tokenizer=tok, seq_len=args.seq_len, max_tokens=args.eval_tokens, skip_tokens=n_calib)
+    t0 = time.perf_counter()
+    base_res = evaluate(base, **ev)
+    print(f"base: ppl {base_res['perplexity']:.2f}  params {base_res['parameters']}  "
+          f"eval {time.perf_counter() - t0:.0f}s on {base_res['tokens']} held-out tokens", flush=True)
+    rows = []
+    stats_cache: dict[str, tuple[dict, float]] = {}
+    for name in args.methods.split(","):
+        for ratio in [float(r) for r in args.ratios.split(",")]:
+            rows.append(run(name, ratio, base, calib, args, stats_cache, ev, base_res))
+            print(_fmt(pd.DataFrame(rows[-1:])), flush=True)
+    table = pd.DataFrame(rows)
+    print("\n" + _fmt(table))
+    print(_targets(table, base_res["perplexity"]))
+
+
+def run(name, ratio, base, calib, args, stats_cache, ev, base_res) -> dict:
+    cfg, alloc, group = VARIANTS[name]
+    model = copy.deepcopy(base)
+    stats, stats_s = stats_cache.get(group, (None, 0.0))
+    if group is not None and stats is None:
+        stats, stats_s = _stats(model, calib, cfg, args)
+        stats_cache[group] = (stats, stats_s)
+    if getattr(cfg, "output_fisher", False) and any(s.d_out is None for s in stats.values()):
+        t = time.perf_counter()
+        collect_fisher(model, list(calib.split(8))[: args.grad_batches], target_linears(model), stats)
+        stats_s += time.perf_counter() - t
+        stats_cache[group] = (stats, stats_s)
+    t = time.perf_counter()
+    model, plan = compress(model, ratio=ratio, method=cfg, allocation=alloc, calibration=calib,
+                           stats=stats, grad_batches=args.grad_batches)
+    compress_s = time.perf_counter() - t
+    res = evaluate(model, reference=base, **ev)
+    return dict(method=name, ratio=ratio, removed=round(plan.attrs["removed_fraction"], 4),
+                ppl=res["perplexity"], dppl=res["perplexity"] - base_res["perplexity"], kl=res["kl"],
+                top1=res["top1_agreement"], params=res["parameters"], MB=res["bytes"] / 2**20,
+                stats_s=stats_s, compress_s=compress_s)
+
+
+def _stats(model, calib, cfg, args):
+    """Ratio-free statistics: a throw-away compress call computes them (its model is discarded)."""
+    t = time.perf_counter()
+    _, plan = compress(copy.deepcopy(model), ratio=0.5, method=cfg, allocation="uniform",
+                       calibration=calib, grad_batches=args.grad_batches)
+    return plan.attrs["stats"], time.perf_counter() - t
+
+
+def _fmt(df) -> str:
+    return df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def _targets(table, base_ppl) -> str:
+    """Ratio of perplexity increases, best vs uniform whiten, at each ratio."""
+    lines = ["", f"perplexity increase over base ({base_ppl:.2f}): best vs whiten-uniform"]
+    for ratio, g in table.groupby("ratio"):
+        d = dict(zip(g.method, g.dppl))
+        if "best" in d and "whiten-uniform" in d:
+            red = 1 - d["best"] / d["whiten-uniform"]
+            ok = "PASS" if red >= 0.15 else "FAIL"
+            lines.append(f"  ratio {ratio}: {d['best']:.1f} vs {d['whiten-uniform']:.1f} "
+                         f"-> {100 * red:.1f} % less  [{ok}: target >= 15 %]")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

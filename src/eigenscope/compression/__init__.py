@@ -1,0 +1,3 @@
+"""Low-rank compression: calibration, methods (one file + one decorator each), rank allocation,
+save/load. The public verb is `eigenscope.compress`.
+"""

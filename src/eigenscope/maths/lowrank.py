@@ -1,0 +1,99 @@
+"""Closed forms of low-rank compression (methods.md §2). Pure functions on float64 tensors.
+
+Shapes: W (m, n) as stored by nn.Linear (out x in); G = X X^T (n, n) over calibration tokens;
+B (m, r), A (r, n) with W' = B A.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def useful_rank(m: int, n: int) -> int:
+    """Largest rank that still saves parameters: r (m + n) < m n."""
+    return max((m * n - 1) // (m + n), 0)
+
+
+def whitening_factor(G: torch.Tensor) -> torch.Tensor:
+    """L (n, n) with L L^T = G, from eigh — never Cholesky, calibration Grams are often singular."""
+    G = 0.5 * (G + G.T)  # eigh reads one triangle; symmetrise float noise first
+    ev, Q = torch.linalg.eigh(G.double())
+    return Q * ev.clamp_min(0).sqrt()  # (n, n) = Q diag(sqrt(max(ev, 0)))
+
+
+def svd_factors(M: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-`rank` SVD of M: U_r (m, r), its singular values s (all of them), Vh_r (r, n)."""
+    U, s, Vh = torch.linalg.svd(M.double(), full_matrices=False)
+    return U[:, :rank], s, Vh[:rank]
+
+
+def tail_energy(s: torch.Tensor) -> torch.Tensor:
+    """e[r] = sum_{i >= r} s_i^2 for r = 0..len(s): the squared loss of keeping r values."""
+    sq = s.double() ** 2
+    return torch.cat([sq.flip(0).cumsum(0).flip(0), sq.new_zeros(1)])
+
+
+def truncate_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """min ||W - BA||_F: B = U_r diag(sqrt s), A = diag(sqrt s) Vh_r (balanced factors)."""
+    U, s, Vh = svd_factors(W, rank)
+    root = s[:rank].sqrt()
+    return U * root, root[:, None] * Vh
+
+
+def truncate_scaled(W: torch.Tensor, rank: int, *, left: torch.Tensor | None = None,
+                    right: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """min ||diag(left) (W - BA) diag(right)||_F for positive vectors left (m,), right (n,).
+
+    Covers ASVD (right = activation scale) and FWSVD (left = Fisher row weight).
+    """
+    W = W.double()
+    lw = torch.ones(W.shape[0], dtype=W.dtype) if left is None else left.double()
+    rw = torch.ones(W.shape[1], dtype=W.dtype) if right is None else right.double()
+    B, A = truncate_svd(lw[:, None] * W * rw, rank)
+    return B / lw[:, None], A / rw  # undo the scaling on each side
+
+
+def whitened_spectrum(W: torch.Tensor, G: torch.Tensor, d_out: torch.Tensor | None = None, *,
+                      L: torch.Tensor | None = None) -> torch.Tensor:
+    """Singular values t of D W L: the loss of rank r is exactly sum_{i>r} t_i^2.
+    L (n, n) = whitening_factor(G) may be passed in when several matrices share G."""
+    M = W.double() @ (whitening_factor(G) if L is None else L)  # (m, n)
+    if d_out is not None:
+        M = d_out.double()[:, None] * M
+    return torch.linalg.svdvals(M)
+
+
+def truncate_whiten(W: torch.Tensor, G: torch.Tensor, rank: int, *, d_out: torch.Tensor | None = None,
+                    L: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """min over rank r of ||D (W - W') X||_F (SVD-LLM; D = diag(d_out) optional, else I).
+
+    W' = D^-1 U_r U_r^T D W, U_r the top left singular vectors of D W L, L L^T = G.
+    Returns B (m, r) = D^-1 U_r, A (r, n) = U_r^T D W, and t (singular values of D W L).
+    """
+    W = W.double()
+    DW = W if d_out is None else d_out.double()[:, None] * W  # (m, n)
+    U, t, _ = svd_factors(DW @ (whitening_factor(G) if L is None else L), rank)  # U (m, r)
+    A = U.T @ DW                                               # (r, n)
+    B = U if d_out is None else U / d_out.double()[:, None]    # (m, r)
+    return B, A, t
+
+
+def compensated_target(W: torch.Tensor, G_oc: torch.Tensor, G_cc: torch.Tensor, *,
+                       damp: float = 1e-2) -> torch.Tensor:
+    """W* = W X_o X_c^T (X_c X_c^T + eps I)^-1 with eps = damp * trace(G_cc) / n.
+
+    The damping is relative to the trace so it means the same for every layer; a tiny eps lets
+    W* fit the calibration tokens exactly and overfit (302 -> 5400 ppl in the issue).
+    """
+    G_cc = G_cc.double()
+    n = G_cc.shape[0]
+    eps = damp * float(torch.trace(G_cc)) / n + 1e-12
+    rhs = W.double() @ G_oc.double()  # (m, n)
+    # solve (G_cc + eps I) Z^T = rhs^T, G_cc symmetric
+    return torch.linalg.solve(G_cc + eps * torch.eye(n, dtype=G_cc.dtype), rhs.T).T
+
+
+def pair_error(W: torch.Tensor, Wc: torch.Tensor, H_oo: torch.Tensor, H_oc: torch.Tensor,
+               H_cc: torch.Tensor) -> float:
+    """||W X_o - Wc X_c||_F^2 from Gram matrices only (used on a held-out slice)."""
+    W, Wc = W.double(), Wc.double()
+    return float(((W @ H_oo) * W).sum() - 2 * ((W @ H_oc) * Wc).sum() + ((Wc @ H_cc) * Wc).sum())

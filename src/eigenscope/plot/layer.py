@@ -1,0 +1,98 @@
+"""Per-matrix figures: the ESD with its Marchenko-Pastur fit, and the power-law tail.
+
+Both take singular values (descending or not) plus the matrix shape; fitted parameters come from
+an analysis row when one is given (so the plot shows what the table says), else they are fitted
+here with the same maths the analysis uses.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._mpl import new_figure
+
+NAN = float("nan")
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def fitted(sv, rows: int, cols: int, row=None) -> dict:
+    """Power-law and MP parameters for a spectrum: the row's values where present, else fitted."""
+    from ..maths.mp import fit_mp
+    from ..maths.powerlaw import fit_powerlaw
+
+    lam = np.sort(np.asarray(sv, dtype=np.float64) ** 2)
+    row = {} if row is None else dict(row)
+    out = {k: row.get(k, NAN) for k in ("alpha", "xmin", "n_tail", "mp_sigma", "mp_edge")}
+    if not (_finite(out["alpha"]) and _finite(out["xmin"])):
+        out.update({k: v for k, v in fit_powerlaw(lam).items() if k in out})
+    if not (_finite(out["mp_sigma"]) and _finite(out["mp_edge"])):
+        out.update({k: v for k, v in fit_mp(lam, rows, cols).items() if k in out})
+    return out
+
+
+def esd_figure(sv, rows: int, cols: int, row=None, *, title: str | None = None,
+               figsize=(4.6, 3.2), bins: int = 60):
+    """Histogram of lambda / N on log axes, the fitted MP density and its edge (1/N scale)."""
+    from ..maths.mp import mp_density
+
+    fig, ax = new_figure(figsize, layout=None)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.16, top=0.9)
+    M, N = min(rows, cols), max(rows, cols)
+    gamma = M / N
+    lam = np.asarray(sv, dtype=np.float64) ** 2 / N          # (M,) eigenvalues of (1/N) W W^T
+    lam = lam[np.isfinite(lam) & (lam > 0)]
+    p = fitted(sv, rows, cols, row)
+    if lam.size == 0:
+        ax.text(0.5, 0.5, "no positive singular values", ha="center", transform=ax.transAxes)
+        return fig
+    lo, hi = lam.min(), lam.max()
+    edges = np.geomspace(lo * 0.98, hi * 1.02, bins + 1) if hi > lo else np.array([lo * .9, lo * 1.1])
+    ax.hist(lam, bins=edges, density=True, color="#7aa6c2", edgecolor="none", label="ESD")
+    if _finite(p["mp_sigma"]):
+        x = np.geomspace(edges[0], edges[-1], 400)
+        dens = mp_density(x, p["mp_sigma"], gamma)
+        ax.plot(x, np.where(dens > 0, dens, np.nan), color="#c0392b", lw=1.5,
+                label=f"MP  σ={p['mp_sigma']:.3g}")
+    if _finite(p["mp_edge"]):
+        ax.axvline(p["mp_edge"], color="#c0392b", ls="--", lw=1, label="MP edge")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue λ / N")
+    ax.set_ylabel("density")
+    ax.set_title(title or "ESD", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
+def tail_figure(sv, rows: int, cols: int, row=None, *, title: str | None = None,
+                figsize=(4.6, 3.2)):
+    """Empirical complementary CDF of lambda on log-log axes with the fitted power law from xmin."""
+    fig, ax = new_figure(figsize, layout=None)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.16, top=0.9)
+    lam = np.sort(np.asarray(sv, dtype=np.float64) ** 2)
+    lam = lam[np.isfinite(lam) & (lam > 0)]
+    p = fitted(sv, rows, cols, row)
+    if lam.size == 0:
+        ax.text(0.5, 0.5, "no positive singular values", ha="center", transform=ax.transAxes)
+        return fig
+    ccdf = 1.0 - np.arange(lam.size) / lam.size                  # P(X >= lam_i)
+    ax.loglog(lam, ccdf, ".", ms=3, color="#34495e", label="empirical CCDF")
+    if _finite(p["alpha"]) and _finite(p["xmin"]):
+        a, xmin = p["alpha"], p["xmin"]
+        frac = float((lam >= xmin).sum()) / lam.size            # tail share of the spectrum
+        x = np.geomspace(xmin, lam[-1], 100)
+        ax.loglog(x, frac * (x / xmin) ** (1 - a), color="#c0392b", lw=1.5,
+                  label=f"power law α={a:.2f}")
+        ax.axvline(xmin, color="#e67e22", ls="--", lw=1, label=f"xmin={xmin:.3g}")
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("P(X ≥ λ)")
+    ax.set_title(title or "tail", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return fig

@@ -1,0 +1,225 @@
+"""Low-rank compression on tiny in-file models: optimality, exactness, accounting, save/load."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import eigenscope
+from eigenscope.compression.api import compress
+from eigenscope.compression.io import load, save
+from eigenscope.compression.methods import ASVDConfig, FWSVDConfig, SVDConfig, WhitenConfig
+from eigenscope.compression.registry import LayerStats, handler_for
+from eigenscope.errors import EigenscopeError
+from eigenscope.maths.lowrank import truncate_whiten, useful_rank, whitening_factor
+from eigenscope.nn.lowrank import LowRankLinear
+
+V, D = 40, 24
+
+
+class Block(nn.Module):
+    """Several Linear shapes, with and without bias, GQA-like narrow k."""
+
+    def __init__(self, d=D, h=40):
+        super().__init__()
+        self.q, self.k, self.o = nn.Linear(d, d), nn.Linear(d, 8, bias=False), nn.Linear(8, d)
+        self.up, self.down = nn.Linear(d, h), nn.Linear(h, d)
+
+    def forward(self, x):
+        x = x + self.o(self.k(torch.tanh(self.q(x))))
+        return x + self.down(torch.relu(self.up(x)))
+
+
+class Toy(nn.Module):
+    def __init__(self, blocks=2):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.blocks = nn.ModuleList([Block() for _ in range(blocks)])
+        self.head = nn.Linear(D, V)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+def toy(seed=0):
+    torch.manual_seed(seed)
+    return Toy()
+
+
+def ids(n=12, t=16, seed=1):
+    return torch.randint(0, V, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+def test_whiten_hits_the_optimum():
+    """||(W - BA) X||_F^2 equals the independent optimum: tail of the SVD of W L (L L^T = X X^T)."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(30, 20, generator=g, dtype=torch.float64)
+    X = torch.randn(20, 200, generator=g, dtype=torch.float64) * torch.logspace(0, -2, 20, dtype=torch.float64)[:, None]
+    for r in (1, 5, 11):
+        B, A, _ = truncate_whiten(W, X @ X.T, r)
+        loss = ((W - B @ A) @ X).pow(2).sum()
+        # independent reference: Cholesky is fine here (X full rank) and is a different route
+        Lc = torch.linalg.cholesky(X @ X.T)
+        t = torch.linalg.svdvals(W @ Lc)
+        assert torch.allclose(loss, t[r:].pow(2).sum(), rtol=1e-6)
+        # and no rank-r matrix beats it: the truncated SVD of W X itself (Eckart-Young) gives the same
+        s = torch.linalg.svdvals(W @ X)
+        assert torch.allclose(loss, s[r:].pow(2).sum(), rtol=1e-6)
+
+
+def test_whitening_factor_singular_gram():
+    """Rank-deficient G (fewer tokens than features): no Cholesky failure, L L^T = G."""
+    X = torch.randn(16, 5, dtype=torch.float64)
+    G = X @ X.T
+    L = whitening_factor(G)
+    assert torch.allclose(L @ L.T, G, atol=1e-10)
+    W = torch.randn(9, 16, dtype=torch.float64)
+    B, A, t = truncate_whiten(W, G, 3)
+    assert torch.allclose(((W - B @ A) @ X).pow(2).sum(), t[3:].pow(2).sum(), rtol=1e-6, atol=1e-10)
+
+
+def _stats(W, X, m):
+    g = torch.Generator().manual_seed(3)
+    return LayerStats(gram=(X @ X.T).double(), abssum=X.abs().sum(1).double(), tokens=X.shape[1],
+                      fisher_w=torch.rand(m, W.shape[1], generator=g, dtype=torch.float64) + 0.1,
+                      d_out=torch.rand(m, generator=g, dtype=torch.float64) + 0.5)
+
+
+@pytest.mark.parametrize("cfg", [SVDConfig(), ASVDConfig(), FWSVDConfig(), WhitenConfig(sequential=False),
+                                 WhitenConfig(sequential=False, output_fisher=True)])
+@pytest.mark.parametrize("shape", [(12, 7), (7, 12), (9, 9)])
+def test_full_rank_reproduces_w(cfg, shape):
+    m, n = shape
+    W = torch.randn(m, n, dtype=torch.float64)
+    X = torch.randn(n, 50, dtype=torch.float64)
+    cfg, handler = handler_for(cfg)
+    B, A = handler.factors(cfg, W, _stats(W, X, m), min(m, n))
+    assert torch.allclose(B @ A, W, atol=1e-9)
+
+
+def test_method_names_resolve_to_registered_handlers():
+    for name in ("svd", "asvd", "fwsvd", "whiten"):
+        cfg, handler = handler_for(name)
+        assert type(cfg).name == name and hasattr(handler, "factors")
+    with pytest.raises(EigenscopeError):
+        handler_for("nope")
+
+
+@pytest.mark.parametrize("method", ["svd", "asvd", "whiten", WhitenConfig(sequential=False)])
+@pytest.mark.parametrize("allocation", ["uniform", "global", "knapsack"])
+def test_plan_counts_match_the_model(method, allocation):
+    model = toy()
+    before = sum(p.numel() for p in model.parameters())
+    model, plan = compress(model, ratio=0.3, method=method, allocation=allocation, calibration=ids(),
+                           multiple=1, batch_size=4)
+    after = sum(p.numel() for p in model.parameters())
+    assert after == before - plan.params_before.sum() + plan.params_after.sum()
+    assert plan.attrs["model_params"] == after
+    assert plan.attrs["removed_fraction"] >= 0.3 - 0.02  # ranks are integers: a little slack
+    for _, row in plan.iterrows():
+        mod = model.get_submodule(row.layer)
+        if row["rank"] is pd_na():
+            assert isinstance(mod, nn.Linear)
+        else:
+            assert isinstance(mod, LowRankLinear) and mod.rank == row["rank"]
+            assert row["rank"] <= useful_rank(*row["shape"])
+
+
+def pd_na():
+    import pandas as pd
+    return pd.NA
+
+
+def test_global_beats_uniform_on_its_own_objective():
+    """Greedy and exact knapsack never lose to uniform on the summed predicted loss."""
+    res = {}
+    for alloc in ("uniform", "global", "knapsack"):
+        _, plan = compress(toy(), ratio=0.4, method=WhitenConfig(sequential=False), allocation=alloc,
+                           calibration=ids(), multiple=1)
+        res[alloc] = plan.predicted_loss.sum()
+        assert plan.attrs["removed_fraction"] >= 0.4 - 0.02
+    assert res["global"] <= res["uniform"] + 1e-12
+    assert res["knapsack"] <= res["global"] * 1.05
+
+
+def test_whiten_beats_svd_on_calibration_outputs():
+    x = ids()
+    ref = toy()(x)
+    errs = {}
+    for meth in ("svd", "whiten"):
+        model, _ = compress(toy(), ratio=0.3, method=meth, allocation="uniform", calibration=x, multiple=1)
+        errs[meth] = (model(x) - ref).pow(2).mean()
+    assert errs["whiten"] < errs["svd"]
+
+
+def test_save_load_bit_identical(tmp_path):
+    model, plan = compress(toy(), ratio=0.3, calibration=ids(), multiple=1)
+    path = save(model, tmp_path / "out", plan=plan)
+    again = load(path, model=Toy())
+    x = ids(3, 10, seed=5)
+    assert torch.equal(model(x), again(x))
+    assert not list(tmp_path.glob("**/*.tmp"))
+    assert eigenscope.load is load and eigenscope.save is save
+
+
+def test_save_load_hf_from_config(tmp_path):
+    """A HF model (tiny Llama, GQA, tied embeddings) comes back from config + factors alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    model, plan = compress(model, ratio=0.3, calibration=ids(8, 16), multiple=1)
+    save(model, tmp_path / "m", plan=plan)
+    again = eigenscope.load(tmp_path / "m")
+    x = ids(2, 12, seed=7)
+    with torch.no_grad():
+        assert torch.equal(model(x).logits, again(x).logits)
+    assert again.lm_head.weight.data_ptr() == again.model.embed_tokens.weight.data_ptr()
+
+
+def test_bad_inputs():
+    for ratio in (0, 1, 1.5, -0.1, None):
+        with pytest.raises(EigenscopeError, match="ratio"):
+            compress(toy(), ratio=ratio, calibration=ids())
+    with pytest.raises(EigenscopeError, match="impossible"):
+        compress(toy(), allocation=100, method="svd")
+    with pytest.raises(EigenscopeError, match="too short"):
+        compress(toy(), ratio=0.3, calibration="two words", tokenizer=lambda t, **k: {"input_ids": [1, 2]})
+    with pytest.raises(EigenscopeError, match="no nn.Linear"):
+        compress(nn.Sequential(nn.Embedding(5, 4), nn.ReLU()), ratio=0.3, method="svd")
+    with pytest.raises(EigenscopeError, match="no nn.Linear"):
+        compress(toy(), ratio=0.3, method="svd", layers="nothing-matches")
+    with pytest.raises(EigenscopeError, match="gradient statistics"):
+        compress(toy(), ratio=0.3, method="fwsvd", calibration=ids())
+
+
+def test_nan_gram_is_a_clear_error():
+    model = toy()
+    with torch.no_grad():
+        model.emb.weight[3] = float("nan")
+    with pytest.raises(EigenscopeError, match="NaN"):
+        compress(model, ratio=0.3, method=WhitenConfig(sequential=False), calibration=ids())
+
+
+def test_singular_gram_falls_back_gracefully():
+    """All calibration tokens identical: G has rank 1; whiten still compresses, outputs finite."""
+    model, plan = compress(toy(), ratio=0.3, calibration=torch.full((6, 8), 3), multiple=1)
+    assert torch.isfinite(model(ids(2, 5))).all()
+
+
+def test_int_and_energy_ranks():
+    model, plan = compress(toy(), allocation=4, method="svd")
+    assert set(plan["rank"].dropna()) == {4}
+    _, plan = compress(toy(), allocation=0.5, method="svd", multiple=1)
+    assert plan["rank"].notna().any()
+    _, plan = compress(toy(), allocation="gd_rank", method="svd", multiple=1)
+    assert len(plan) == 10
+
+
+def test_multiple_rounds_ranks():
+    _, plan = compress(toy(), ratio=0.3, method="svd", allocation="global", multiple=4)
+    assert (plan["rank"].dropna() % 4 == 0).all()
