@@ -32,7 +32,7 @@ def test_window_layout_stride_half_and_flush_last():
 
 def test_windows_are_the_submatrices():
     W = torch.arange(20 * 12, dtype=torch.float32).reshape(20, 12)
-    wins = farms_windows(W, window=8)                          # side 8, stride 4
+    wins = farms_windows(W, window=8, max_windows=64)          # side 8, stride 4: all 8
     assert wins.shape == (4 * 2, 8, 8)                         # rows 0,4,8,12; cols 0,4
     assert torch.equal(wins[-1], W[12:20, 4:12])
 

@@ -16,12 +16,15 @@ import torch
 from .powerlaw import fit_powerlaw
 from .spectrum import eigvals
 
-# Window cap: a 49152 x 576 embedding has 2 x 191 windows; 64 of them (a fixed-seed choice)
-# already pool 32768 eigenvalues, far more than the tail fit needs, at ~1-2 s of eigvalsh.
-MAX_WINDOWS = 64
+# Window cap: a seeded sample of at most 4 windows per matrix. The window eigenvalue problems
+# are FARMS's whole cost (a 512-window costs ~13 ms; 1536 x 576 has 10 windows, the 49152 x 576
+# embedding 382); 4 windows already pool >= 4 M' eigenvalues, and the aspect-ratio test holds
+# with this cap (FARMS spread of medians < 3.5 over ratios 1-16, plain alpha's > 2x that).
+MAX_WINDOWS = 4
 # xmin candidates evaluated exactly on the pool before local refinement (see fit_powerlaw):
-# keeps the O(candidates x pool) KS work at ~1024 x 32768 instead of 32768^2.
-MAX_CANDIDATES = 1024
+# keeps the O(candidates x pool) KS work at ~256 x 32768 instead of 32768^2 (the local
+# refinement around the best grid point then searches exactly).
+MAX_CANDIDATES = 256
 # The tail must hold >= 10 eigenvalues per pooled window (fit_powerlaw's n >= 10 for one
 # matrix). With a fixed 10 the KS search on a big pool settles on the last few eigenvalues at
 # the MP edge and alpha explodes with the pool size (Gaussian 256 x 4096, 31 windows: alpha
