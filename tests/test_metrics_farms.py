@@ -1,6 +1,5 @@
 """FARMS: window layout, equality with the plain fit for one window, no aspect-ratio drift."""
 import numpy as np
-import pytest
 import torch
 
 from eigenscope.maths.farms import farms_alpha, farms_windows, window_corners, window_starts
@@ -8,14 +7,6 @@ from eigenscope.maths.powerlaw import fit_powerlaw
 from eigenscope.maths.spectrum import eigvals
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine's 2 cores are shared: 2 OpenMP threads contending with other jobs
-    made a 300x300 eigvalsh take seconds (measured); one thread keeps these tests fast."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_window_layout_stride_half_and_flush_last():

@@ -9,14 +9,6 @@ import torch
 from eigenscope.maths.powerlaw import fit_powerlaw, powerlaw_candidates
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine's 2 cores are shared: 2 OpenMP threads contending with other jobs
-    made a 300x300 eigvalsh take seconds (measured); one thread keeps these tests fast."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _loop_fit(x, min_tail=10, sup=False):

@@ -10,14 +10,6 @@ from eigenscope.maths.randomize import js_distance, log_esd_distance, randomizat
 from eigenscope.maths.spectrum import eigvals
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The test machine's 2 cores are shared: 2 OpenMP threads contending with other jobs
-    made a 300x300 eigvalsh take seconds (measured); one thread keeps these tests fast."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _gauss(m, n, seed, sigma=0.05):

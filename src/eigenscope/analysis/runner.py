@@ -44,8 +44,9 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
 
     >>> import torch, eigenscope
     >>> df = eigenscope.analyze(torch.nn.Sequential(torch.nn.Linear(40, 30)), metrics="norms")
-    >>> df.loc[0, ["name", "rows", "cols", "status"]].tolist()
-    ['0.weight', 30, 40, 'ok']
+    >>> row = df.iloc[0]
+    >>> row["name"], int(row["rows"]), int(row["cols"]), row["status"]
+    ('0.weight', 30, 40, 'ok')
     """
     from ..sources import open_source
     from ..sources.matrices import iter_matrices, plan_matrices
