@@ -64,14 +64,27 @@ def _print_table(df, rows: int) -> None:
     if rows == 0 or df.empty:
         return
     shown = df if rows < 0 else _pick_rows(df, rows)
+    if len(shown) < len(df):
+        typer.echo(f"bad rows and the most extreme alphas, {len(shown)} of {len(df)}:")
     table = Table(show_header=True, header_style="bold", box=None)
     for c in SHOWN:
-        table.add_column(c, justify="left" if c in ("name", "role", "shape", "status") else "right")
-    for _, r in shown.iterrows():
-        table.add_row(*[_fmt(r[c]) for c in SHOWN])
+        left = c in ("name", "role", "shape", "status")
+        table.add_column(c, justify="left" if left else "right", no_wrap=c == "name")
+    for name, (_, r) in zip(_short_names(shown["name"]), shown.iterrows()):
+        table.add_row(*[name if c == "name" else _fmt(r[c]) for c in SHOWN])
     Console().print(table)
     if len(shown) < len(df):
         typer.echo(f"... {len(df) - len(shown)} more rows (use --rows -1 or --out FILE)")
+
+
+def _short_names(names) -> list[str]:
+    """Names without their common dotted prefix and the trailing '.weight' (the table is narrow)."""
+    parts = [n.split(".") for n in names]
+    common = 0
+    while all(len(p) > common + 2 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    out = [".".join(p[common:]) for p in parts]
+    return [n[: -len(".weight")] if n.endswith(".weight") else n for n in out]
 
 
 def _pick_rows(df, rows: int):
