@@ -61,3 +61,12 @@ def test_analyze_writes_the_table(tmp_path, capsys):
 def test_help_texts(args, capsys):
     assert main(args) == 0
     assert "Usage" in capsys.readouterr().out
+
+
+def test_terminal_names_drop_the_common_prefix():
+    from eigenscope.cli.analyze_cmd import _short_names
+
+    names = ["model.layers.3.mlp.up_proj.weight", "model.layers.12.self_attn.q_proj.weight",
+             "model.embed_tokens.weight"]
+    assert _short_names(names) == ["layers.3.mlp.up_proj", "layers.12.self_attn.q_proj", "embed_tokens"]
+    assert _short_names(["a.weight"]) == ["a"]
