@@ -6,10 +6,8 @@ compressed SmolLM2-135M by singular-value tuning. Printed tables, not a test.
     CPU), with AdamW for embeddings, head and 1-D params. Prints final validation loss (bits per byte are
     loss / ln 2), max and median spectral norm over the hidden matrices, and seconds per step.
 (b) SmolLM2-135M (GGUF, dequantised to float32) compressed at ratio 0.4 with
-    `eigenscope.compress(method="whiten", allocation="uniform")` when that works, else every
-    block Linear replaced by `LowRankLinear.from_linear` at the uniform rank removing 40 % of
-    its parameters (plain SVD); then `singular_values_` trains only the singular values on the
-    calibration tokens. Prints held-out perplexity (tokens never trained on) before/after.
+    `eigenscope.compress(method="whiten", allocation="uniform")`; then `singular_values_`
+    trains only the singular values on the calibration tokens. Prints held-out perplexity (tokens never trained on) before/after.
 
     python benchmarks/train_small.py [--part a|b|ab] [--steps 300] [--heal-steps 60]
 """
@@ -27,7 +25,6 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from eigenscope.nn.lowrank import LowRankLinear  # noqa: E402
 from eigenscope.optim import Muon, SpectralClip, split_param_groups  # noqa: E402
 from eigenscope.tune import merge_, singular_values_  # noqa: E402
 
@@ -158,31 +155,13 @@ def perplexity(model, ids: torch.Tensor) -> float:
     return math.exp(nll / n)
 
 
-def uniform_lowrank_(model, ratio: float) -> int:
-    """Fallback compression: every block Linear -> LowRankLinear removing `ratio` of its params."""
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and ".layers." in f".{n}"]
-    for name in names:
-        lin = model.get_submodule(name)
-        m, n = lin.weight.shape
-        rank = max(1, int((1 - ratio) * m * n / (m + n)))
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, LowRankLinear.from_linear(lin, rank))
-    return len(names)
-
-
 def compress_model(model, tok, calib: torch.Tensor, ratio: float) -> str:
-    try:
-        import eigenscope
-        eigenscope.compress(model, ratio=ratio, method="whiten", allocation="uniform",
-                            calibration=calib, tokenizer=tok, seq_len=calib.shape[1],
-                            n_seqs=calib.shape[0])
-        if not any(isinstance(m, LowRankLinear) for m in model.modules()):
-            raise RuntimeError("no LowRankLinear after compress")
-        return "eigenscope.compress(method='whiten', allocation='uniform')"
-    except Exception as exc:  # noqa: BLE001 - any failure of the other module -> fallback
-        k = uniform_lowrank_(model, ratio)
-        return f"fallback: plain SVD LowRankLinear.from_linear on {k} Linears ({exc!r:.80})"
+    import eigenscope
+
+    eigenscope.compress(model, ratio=ratio, method="whiten", allocation="uniform",
+                        calibration=calib, tokenizer=tok, seq_len=calib.shape[1],
+                        n_seqs=calib.shape[0])
+    return "eigenscope.compress(method='whiten', allocation='uniform')"
 
 
 def part_b(args):
