@@ -20,9 +20,12 @@ from .errors import EigenscopeError
 
 
 def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, seq_len: int = 256,
-             max_tokens: int = 8192, skip_tokens: int = 0, batch_size: int = 4) -> dict:
+             max_tokens: int = 8192, skip_tokens: int | None = None, batch_size: int = 4) -> dict:
     """Dict with perplexity, parameters, bytes, tokens_per_s (+ kl, top1_agreement, cosine,
-    rel_error with `reference`). `skip_tokens` drops the start of the text (e.g. the calibration)."""
+    rel_error with `reference`). `skip_tokens` drops the start of the text (e.g. the calibration);
+    by default 0 for a given text and HELD_OUT_SKIP (32768) for the default pydoc text, past what
+    `compress` calibrates on by default."""
+    from .compression.data import HELD_OUT_SKIP
     from .models import load_model
 
     if not isinstance(model, torch.nn.Module):
@@ -31,6 +34,8 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
     if reference is not None and not isinstance(reference, torch.nn.Module):
         reference, tok = load_model(reference)
         tokenizer = tokenizer or tok
+    if skip_tokens is None:
+        skip_tokens = HELD_OUT_SKIP if text is None else 0
     ids = _windows(default_text() if text is None else text, tokenizer, seq_len, max_tokens, skip_tokens)
     model.eval()
     res = dict(parameters=sum(p.numel() for p in model.parameters()),

@@ -53,7 +53,9 @@ def evaluate(
     text: Optional[Path] = typer.Option(None, "--text", help="Evaluation text file (default: pydoc topics)."),
     seq_len: int = typer.Option(256, "--seq-len"),
     max_tokens: int = typer.Option(8192, "--max-tokens"),
-    skip_tokens: int = typer.Option(0, "--skip-tokens", help="Skip the text's start (e.g. the calibration)."),
+    skip_tokens: Optional[int] = typer.Option(
+        None, "--skip-tokens", help="Skip the text's first tokens. Default: 0 for --text; for the "
+                                    "pydoc default 32768, past what `compress` calibrates on."),
 ):
     """Perplexity, size and speed of MODEL; with --reference, KL and top-1 agreement (or cosine)."""
     from ..evaluation import evaluate as run

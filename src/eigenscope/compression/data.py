@@ -36,3 +36,8 @@ def calibration_batches(calibration, tokenizer, *, seq_len: int, n_seqs: int, ba
                                   f"least 2 x {seq_len}")
         ids = flat[: n * seq_len].view(n, seq_len)
     return list(ids.split(batch_size))
+
+
+# Evaluating on the default text skips this many tokens: 4x the default calibration (32 x 256),
+# so a model is never scored on text it was calibrated on.
+HELD_OUT_SKIP = 4 * 32 * 256

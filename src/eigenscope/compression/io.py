@@ -8,8 +8,6 @@ tensors: it needs eigenscope and transformers, never the original weights file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -32,6 +30,8 @@ def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
     """Write `path` (a .safetensors file, or a folder receiving model.safetensors) atomically."""
     from safetensors.torch import save_file
 
+    from ..analysis.spectra_io import atomic_write
+
     target = weights_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors, tied = _dedup(model.state_dict())
@@ -46,14 +46,7 @@ def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
         cfg.pop("quantization_config", None)  # the GGUF quantisation does not apply to the factors
         meta["hf_config"] = json.dumps(cfg)
         meta["hf_auto"] = hf_auto_class(config).__name__
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata=meta))
     if tokenizer is not None and target.name == FILENAME:
         tokenizer.save_pretrained(target.parent)
     return target

@@ -41,9 +41,11 @@ def metrics_by_block(df: pd.DataFrame, *, metrics=("alpha", "stable_rank", "mp_s
                 ax.plot(block[sel], y[sel], "o", ms=3.5, alpha=0.85, label=role,
                         color=ROLE_COLORS.get(role, "#333333"))
         ax.set_ylabel(col)
-        if col in ("stable_rank", "mp_spikes") and np.nanmin(np.where(y > 0, y, np.nan)) > 0:
+        fy = y[np.isfinite(y)]
+        if col in ("stable_rank", "mp_spikes") and fy.size and (fy > 0).all():
             ax.set_yscale("log")
     axes[-1].set_xlabel("block")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)   # blocks are whole numbers
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         axes[0].legend(handles, labels, fontsize=7, ncol=min(len(labels), 10), frameon=False,

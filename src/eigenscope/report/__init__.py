@@ -7,12 +7,7 @@
 from __future__ import annotations
 
 from .api import build_report, report_from_source
+from .compare import compare
 
 __all__ = ["build_report", "report_from_source", "compare"]
 
-
-def __getattr__(name):
-    if name == "compare":
-        from .compare import compare
-        return compare
-    raise AttributeError(name)

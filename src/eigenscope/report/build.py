@@ -6,28 +6,24 @@ the page draws the ESD and tail as SVG in the browser when the row is opened.
 """
 from __future__ import annotations
 
-import html
-import json
 import math
 import re
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..plot.summary import counts, flags
 
 COMPACT_POINTS = 128     # singular values kept per row for the in-browser plots
 TOP_EXACT = 32           # the largest ones are kept exactly: they are the tail
-MAX_IMAGES = 100         # rows with embedded PNGs at most (the most extreme first)
+MAX_IMAGES = 60          # rows with embedded PNGs at most (the most extreme first)
 TABLE_COLUMNS = ["name", "block", "role", "shape", "status", "flag", "alpha", "stable_rank",
                  "mp_spikes", "rand_traps", "ks_distance", "effective_rank", "spectral_norm",
                  "farms_alpha", "gd_rank"]
 
 
 def asset(name: str) -> str:
-    return resources.files("eigenscope.report").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("eigenscope.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
 def compact_spectrum(sv, points: int = COMPACT_POINTS) -> dict:

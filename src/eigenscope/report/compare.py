@@ -1,0 +1,161 @@
+"""`compare(a, b)`: two checkpoints side by side, matrix by matrix.
+
+Rows are matched by name. An eigenscope-compressed model (written by `eigenscope.save`) is loaded
+and each LowRankLinear is multiplied back (up @ down), so its rows match the original's names.
+Per matched matrix: every metric of both sides and its delta (b - a); when both sides are
+models (not saved tables), the relative change ||Wb - Wa||_F / ||Wa||_F and the overlap of the
+top-k left and right singular subspaces (principal angles). Matrices present on one side only
+are listed in `frame.attrs["only_a"]` / `["only_b"]`, never dropped silently.
+"""
+from __future__ import annotations
+
+from itertools import zip_longest
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.schema import METRIC_COLUMNS
+
+KEY_METRICS = ["alpha", "stable_rank", "spectral_norm", "mp_spikes", "effective_rank"]
+SUBSPACE_COLUMNS = ["rel_change", "overlap_left", "overlap_right", "max_angle_deg"]
+
+
+def compare(a, b, *, k: int = 8, out=None, title: str | None = None, movers: int = 12,
+            progress: bool = False, **analyze_kw) -> pd.DataFrame:
+    """One row per matrix in both a and b; written as an HTML page to `out` when given.
+
+    a, b    -- model sources (nn.Module, folder, .safetensors, .gguf, built-in name, compressed
+               model) or saved analyses (CSV / JSON / Parquet / spectra file; then no subspaces)
+    k       -- dimension of the singular subspaces compared
+    movers  -- how many of the matrices that moved most get plots in the page
+    """
+    sa, sb = _side(a, progress, analyze_kw), _side(b, progress, analyze_kw)
+    frame = _join(sa["df"], sb["df"])
+    if sa["matrices"] is not None and sb["matrices"] is not None and len(frame):
+        sub = _subspaces(sa["matrices"], sb["matrices"], set(frame["name"]), k, progress)
+        for col in SUBSPACE_COLUMNS:
+            frame[col] = frame["name"].map(lambda n, c=col: sub.get(n, {}).get(c, np.nan))
+    else:
+        for col in SUBSPACE_COLUMNS:
+            frame[col] = np.nan
+    names_a, names_b = set(sa["df"]["name"]), set(sb["df"]["name"])
+    frame.attrs.update(only_a=sorted(names_a - names_b), only_b=sorted(names_b - names_a),
+                       source_a=sa["desc"], source_b=sb["desc"], k=k)
+    if out is not None:
+        from .page import compare_page
+        compare_page(frame, sa["sv"], sb["sv"], out=out, movers=movers,
+                     title=title or f"eigenscope compare: {Path(sa['desc']).name} vs {Path(sb['desc']).name}")
+    return frame
+
+
+def moved_most(frame: pd.DataFrame, n: int) -> list[str]:
+    """Names ordered by how much they moved: subspace turn first, then relative change, |d alpha|."""
+    score = (1 - frame["overlap_left"].fillna(1)) + frame["rel_change"].fillna(0)
+    if not (score > 0).any():
+        score = frame["d_alpha"].abs().fillna(0)
+    return frame.loc[score.sort_values(ascending=False).index[:n], "name"].tolist()
+
+
+def _side(x, progress, analyze_kw) -> dict:
+    """{'df', 'sv', 'desc', 'matrices'}: matrices is a source to read weights from, or None."""
+    from .inputs import analyze_with_spectra, is_analysis, load_analysis
+
+    if is_analysis(x):
+        df, sv, desc = load_analysis(x)
+        return dict(df=df, sv=sv, desc=desc, matrices=None)
+    model = _densified_if_compressed(x)
+    df, sv, desc = analyze_with_spectra(model if model is not None else x, progress=progress,
+                                        **analyze_kw)
+    return dict(df=df, sv=sv, desc=str(x) if model is not None else desc,
+                matrices=model if model is not None else x)
+
+
+def _densified_if_compressed(x):
+    """The model of an eigenscope-compressed file with every LowRankLinear multiplied back."""
+    from torch import nn
+
+    from ..compression.io import FORMAT, weights_file
+    from ..compression.sequential import set_module
+    from ..nn.lowrank import LowRankLinear
+
+    if isinstance(x, nn.Module):
+        model = x
+    else:
+        f = weights_file(x) if isinstance(x, (str, Path)) else None
+        if f is None or not f.is_file() or _format(f) != FORMAT:
+            return None
+        from ..compression.io import load
+        model = load(f)
+    low = [(n, m) for n, m in model.named_modules() if isinstance(m, LowRankLinear)]
+    if not low:
+        return None if not isinstance(x, nn.Module) else x
+    if isinstance(x, nn.Module):   # never change the caller's model
+        import copy
+        model = copy.deepcopy(x)
+    for n, m in low:
+        set_module(model, n, model.get_submodule(n).to_dense())
+    return model
+
+
+def _format(f: Path) -> str | None:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(f), "pt") as fh:
+            return (fh.metadata() or {}).get("eigenscope_format")
+    except Exception:
+        return None
+
+
+def _join(da: pd.DataFrame, db: pd.DataFrame) -> pd.DataFrame:
+    """Identity columns from a; for every metric: <m>_a, <m>_b and d_<m> = b - a."""
+    ids = [c for c in ("name", "block", "role", "shape", "rows", "cols") if c in da]
+    left = da[ids + [c for c in METRIC_COLUMNS if c in da]]
+    right = db[["name"] + [c for c in METRIC_COLUMNS if c in db]]
+    m = left.merge(right, on="name", how="inner", suffixes=("_a", "_b"))
+    out = m[ids].copy()
+    for c in METRIC_COLUMNS:
+        ca, cb = f"{c}_a", f"{c}_b"
+        if ca in m and cb in m:
+            va, vb = pd.to_numeric(m[ca], errors="coerce"), pd.to_numeric(m[cb], errors="coerce")
+            out[ca], out[cb], out[f"d_{c}"] = va, vb, vb - va
+    return out.reset_index(drop=True)
+
+
+def _subspaces(src_a, src_b, wanted: set, k: int, progress: bool) -> dict:
+    from ..maths.subspace import compare_matrices
+
+    out = {}
+    pairs = _paired(_named(src_a), _named(src_b), wanted)
+    if progress:
+        from tqdm.auto import tqdm
+        pairs = tqdm(pairs, total=len(wanted), desc="subspaces", unit="matrix")
+    for name, Wa, Wb in pairs:
+        out[name] = compare_matrices(Wa, Wb, k)
+    return out
+
+
+def _named(source):
+    from ..sources import iter_matrices, open_source
+
+    src = open_source(source)
+    try:
+        for meta, W in iter_matrices(src):
+            yield meta.name, W
+    finally:
+        src.close()
+
+
+def _paired(it_a, it_b, wanted: set):
+    """(name, Wa, Wb) for names in both streams; an item waits only until its partner arrives,
+    so two sources listing matrices in the same order hold one matrix each at a time."""
+    pend_a, pend_b = {}, {}
+    for (na, Wa), (nb, Wb) in zip_longest(it_a, it_b, fillvalue=(None, None)):
+        for n, W, mine, other, first in ((na, Wa, pend_a, pend_b, True), (nb, Wb, pend_b, pend_a, False)):
+            if n is None or n not in wanted:
+                continue
+            if n in other:
+                partner = other.pop(n)
+                yield (n, W, partner) if first else (n, partner, W)
+            else:
+                mine[n] = W

@@ -1,0 +1,111 @@
+"""The report in a real browser (headless Chromium through Selenium): rows, images, a click.
+
+Skipped, with the reason, where Chromium or its driver is absent. The screenshot is kept as a
+test artifact in $EIGENSCOPE_ARTIFACTS (default: the test's temporary folder).
+"""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import eigenscope
+from eigenscope.report import build_report, compare
+
+pytestmark = pytest.mark.browser
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--window-size=1400,1600"]
+
+
+def _binary(*names):
+    return next((p for p in map(shutil.which, names) if p), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    chrome, driver = _binary("chromium", "chromium-browser"), _binary("chromedriver")
+    if not (chrome and driver):
+        pytest.skip("headless Chromium not found (Debian packages chromium and chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for f in FLAGS:
+        opts.add_argument(f)
+    # an explicit driver path: Selenium Manager would otherwise try the network
+    d = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=opts)
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    path = Path(os.environ.get("EIGENSCOPE_ARTIFACTS") or tmp_path_factory.mktemp("artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _model(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(*[nn.Sequential(nn.Linear(48, 96), nn.ReLU(), nn.Linear(96, 48))
+                           for _ in range(3)])
+
+
+def _wait(d, script, timeout=10.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(d, timeout).until(lambda drv: drv.execute_script(script))
+
+
+def test_report_rows_images_and_click(browser, tmp_path, artifacts):
+    from selenium.webdriver.common.by import By
+    model = _model(0)
+    spectra = tmp_path / "s.safetensors"
+    df = eigenscope.analyze(model, save_spectra=spectra)
+    df.loc[0, "alpha"] = 9.0                    # flagged: gets embedded PNGs
+    out = tmp_path / "report.html"
+    build_report(df, spectra, out=out)
+    browser.get(out.as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr.row")
+    assert [r.find_element(By.CSS_SELECTOR, "td").text for r in rows] == df["name"].tolist()
+    # every image (model figures) has decoded: naturalWidth > 0 once complete
+    imgs = _wait(browser, "const i=[...document.images]; return i.every(x=>x.complete) && i")
+    assert len(imgs) >= 2
+    assert browser.execute_script("return [...document.images].every(x => x.naturalWidth > 0)")
+    # a flagged row opens with its embedded plots; a plain row with plots drawn in the page
+    rows[0].click()
+    _wait(browser, "return document.querySelectorAll('tr.details img').length === 2")
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('tr.details img')].every(x => x.naturalWidth > 0)")
+    rows[1].click()
+    _wait(browser, "return document.querySelectorAll('tr.details svg.plot').length === 2")
+    text = browser.find_elements(By.CSS_SELECTOR, "tr.details")[-1].text
+    assert df["name"].iloc[1] in text and "stable_rank" in text
+    # sorting and filtering act on the table
+    browser.find_element(By.ID, "filter").send_keys("alpha>8")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr.row")) == 1
+    browser.find_element(By.ID, "filter").clear()
+    browser.execute_script("document.getElementById('filter').dispatchEvent(new Event('input'))")
+    browser.save_screenshot(str(artifacts / "report.png"))
+    assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+def test_compare_page_lists_one_sided_and_opens_rows(browser, tmp_path, artifacts):
+    from selenium.webdriver.common.by import By
+    a, b = _model(0), _model(0)
+    with torch.no_grad():
+        b[1][0].weight.add_(0.5 * torch.randn_like(b[1][0].weight))
+    b.append(nn.Linear(48, 10))
+    out = tmp_path / "compare.html"
+    frame = compare(a, b, out=out)
+    browser.get(out.as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr.row")
+    assert len(rows) == len(frame) == 6
+    assert "3.weight" in browser.find_element(By.ID, "onesided").text
+    assert frame.attrs["only_b"] == ["3.weight"]
+    moved = "1.0.weight"
+    assert moved in frame.attrs.get("moved", [moved])
+    target = next(r for r in rows if r.find_element(By.CSS_SELECTOR, "td").text == moved)
+    target.click()
+    _wait(browser, "const i=document.querySelectorAll('tr.details img'); return i.length>0 && [...i].every(x=>x.complete && x.naturalWidth>0)")
+    browser.save_screenshot(str(artifacts / "compare.png"))
