@@ -48,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--grad-batches", type=int, default=4, help="batches of 8 sequences for gradients")
     ap.add_argument("--ratios", default="0.1,0.2,0.4")
     ap.add_argument("--methods", default=",".join(VARIANTS))
+    ap.add_argument("--multiple", type=int, default=1,
+                    help="rank rounding; 1 keeps every variant at the same parameter count")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -87,7 +89,7 @@ def run(name, ratio, base, calib, args, stats_cache, ev, base_res) -> dict:
         stats_cache[group] = (stats, stats_s)
     t = time.perf_counter()
     model, plan = compress(model, ratio=ratio, method=cfg, allocation=alloc, calibration=calib,
-                           stats=stats, grad_batches=args.grad_batches)
+                           stats=stats, grad_batches=args.grad_batches, multiple=args.multiple)
     compress_s = time.perf_counter() - t
     res = evaluate(model, reference=base, **ev)
     return dict(method=name, ratio=ratio, removed=round(plan.attrs["removed_fraction"], 4),

@@ -216,11 +216,11 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--clip-c", type=float, default=0.02)
     ap.add_argument("--ratio", type=float, default=0.4)
-    ap.add_argument("--calib-seqs", type=int, default=64)
+    ap.add_argument("--calib-seqs", type=int, default=32)
     ap.add_argument("--eval-seqs", type=int, default=16)
     ap.add_argument("--heal-seq", type=int, default=128)
     ap.add_argument("--heal-batch", type=int, default=2)
-    ap.add_argument("--heal-steps", type=int, default=100)
+    ap.add_argument("--heal-steps", type=int, default=200)
     ap.add_argument("--heal-lr", type=float, default=2e-3)
     args = ap.parse_args()
     if "a" in args.part:

@@ -57,7 +57,8 @@ def test_analyze_writes_the_table(tmp_path, capsys):
     assert "1 matrices" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args", [["--help"], ["analyze", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["analyze", "--help"], ["report", "--help"],
+                                  ["compare", "--help"], ["compress", "--help"], ["evaluate", "--help"]])
 def test_help_texts(args, capsys):
     assert main(args) == 0
     assert "Usage" in capsys.readouterr().out
@@ -70,3 +71,43 @@ def test_terminal_names_drop_the_common_prefix():
              "model.embed_tokens.weight"]
     assert _short_names(names) == ["layers.3.mlp.up_proj", "layers.12.self_attn.q_proj", "embed_tokens"]
     assert _short_names(["a.weight"]) == ["a"]
+
+
+def _two_checkpoints(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    a = {f"layers.{i}.mlp.up_proj.weight": torch.randn(64, 32, generator=g) for i in range(3)}
+    b = {k: v.clone() for k, v in a.items()}
+    b["layers.1.mlp.up_proj.weight"] += 0.3 * torch.randn(64, 32, generator=g)
+    b["layers.3.mlp.up_proj.weight"] = torch.randn(64, 32, generator=g)      # only in B
+    pa, pb = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file(a, str(pa))
+    save_file(b, str(pb))
+    return pa, pb
+
+
+def test_report_and_compare_write_pages(tmp_path, capsys):
+    pa, pb = _two_checkpoints(tmp_path)
+    assert main(["report", str(pa), "--out", str(tmp_path / "r.html")]) == 0
+    assert "<table" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    table = tmp_path / "cmp.csv"
+    assert main(["compare", str(pa), str(pb), "--out", str(tmp_path / "c.html"),
+                 "--table", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "3 matrices matched, 0 only in A, 1 only in B" in out
+    df = pd.read_csv(table).set_index("name")
+    assert df.loc["layers.0.mlp.up_proj.weight", "rel_change"] == 0
+    assert df.loc["layers.1.mlp.up_proj.weight", "rel_change"] > 0.1
+    # a saved analysis works as input too
+    assert main(["analyze", str(pa), "--out", str(tmp_path / "a.csv"), "--rows", "0"]) == 0
+    assert main(["report", str(tmp_path / "a.csv"), "--out", str(tmp_path / "r2.html")]) == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["report", "{a}", "--out", "{tmp}/r.pdf"], "r.pdf"),
+    (["report", "{tmp}/missing.safetensors"], "missing.safetensors"),
+    (["compare", "{a}", "{tmp}/missing.gguf"], "missing.gguf"),
+])
+def test_report_and_compare_bad_input(tmp_path, args, needle):
+    pa, _ = _two_checkpoints(tmp_path)
+    args = [x.format(a=pa, tmp=tmp_path) for x in args]
+    _one_line_error(run(*args), needle)

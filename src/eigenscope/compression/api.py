@@ -1,4 +1,16 @@
-"""`eigenscope.compress(model, ratio=...)` -> (model, plan)."""
+"""`eigenscope.compress(model, ratio=...)` -> (model, plan).
+
+    >>> import torch, eigenscope
+    >>> torch.manual_seed(0) and None
+    >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64))
+    >>> net, plan = eigenscope.compress(net, ratio=0.5, method="svd", allocation="uniform")
+    >>> print(plan[["layer", "shape", "rank", "params_before", "params_after"]].to_string(index=False))
+    layer    shape  rank  params_before  params_after
+        0 (64, 64)    16           4160          2112
+        2 (64, 64)    16           4160          2112
+    >>> type(net[0]).__name__, net[0](torch.randn(3, 64)).shape
+    ('LowRankLinear', torch.Size([3, 64]))
+"""
 from __future__ import annotations
 
 import time

@@ -22,6 +22,22 @@ def _finite(v) -> bool:
         return False
 
 
+def _panel(figsize):
+    """(fig, ax) of one per-matrix panel, margins fixed so that report images line up."""
+    fig, ax = new_figure(figsize, layout=None)
+    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.16, top=0.9)
+    return fig, ax
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str):
+    _no_minor_ticks(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    return fig
+
+
 def _no_minor_ticks(ax) -> None:
     """Log axes spend most of their drawing time on minor ticks; a report draws hundreds."""
     from matplotlib.ticker import NullLocator
@@ -49,8 +65,7 @@ def esd_figure(sv, rows: int, cols: int, row=None, *, title: str | None = None,
     """Histogram of lambda / N on log axes, the fitted MP density and its edge (1/N scale)."""
     from ..maths.mp import mp_density
 
-    fig, ax = new_figure(figsize, layout=None)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.16, top=0.9)
+    fig, ax = _panel(figsize)
     M, N = min(rows, cols), max(rows, cols)
     gamma = M / N
     lam = np.asarray(sv, dtype=np.float64) ** 2 / N          # (M,) eigenvalues of (1/N) W W^T
@@ -71,19 +86,13 @@ def esd_figure(sv, rows: int, cols: int, row=None, *, title: str | None = None,
         ax.axvline(p["mp_edge"], color="#c0392b", ls="--", lw=1, label="MP edge")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _no_minor_ticks(ax)
-    ax.set_xlabel("eigenvalue λ / N")
-    ax.set_ylabel("density")
-    ax.set_title(title or "ESD", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
-    return fig
+    return _finish(fig, ax, "eigenvalue λ / N", "density", title or "ESD")
 
 
 def tail_figure(sv, rows: int, cols: int, row=None, *, title: str | None = None,
                 figsize=(4.6, 3.2)):
     """Empirical complementary CDF of lambda on log-log axes with the fitted power law from xmin."""
-    fig, ax = new_figure(figsize, layout=None)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.16, top=0.9)
+    fig, ax = _panel(figsize)
     lam = np.sort(np.asarray(sv, dtype=np.float64) ** 2)
     lam = lam[np.isfinite(lam) & (lam > 0)]
     p = fitted(sv, rows, cols, row)
@@ -99,26 +108,15 @@ def tail_figure(sv, rows: int, cols: int, row=None, *, title: str | None = None,
         ax.loglog(x, frac * (x / xmin) ** (1 - a), color="#c0392b", lw=1.5,
                   label=f"power law α={a:.2f}")
         ax.axvline(xmin, color="#e67e22", ls="--", lw=1, label=f"xmin={xmin:.3g}")
-    _no_minor_ticks(ax)
-    ax.set_xlabel("eigenvalue λ")
-    ax.set_ylabel("P(X ≥ λ)")
-    ax.set_title(title or "tail", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
-    return fig
+    return _finish(fig, ax, "eigenvalue λ", "P(X ≥ λ)", title or "tail")
 
 
 def sv_overlay(sv_a, sv_b, *, labels=("a", "b"), title: str | None = None, figsize=(4.6, 3.2)):
     """Singular values of two versions of one matrix against their rank, log y (compare)."""
-    fig, ax = new_figure(figsize, layout=None)
-    fig.subplots_adjust(left=0.16, right=0.97, bottom=0.16, top=0.9)
+    fig, ax = _panel(figsize)
     for sv, label, color in ((sv_a, labels[0], "#34495e"), (sv_b, labels[1], "#c0392b")):
         s = np.sort(np.asarray(sv, dtype=np.float64))[::-1]
         s = s[np.isfinite(s) & (s > 0)]
         if s.size:
             ax.semilogy(np.arange(1, s.size + 1), s, lw=1.2, color=color, label=label)
-    _no_minor_ticks(ax)
-    ax.set_xlabel("rank i")
-    ax.set_ylabel("singular value s_i")
-    ax.set_title(title or "singular values", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
-    return fig
+    return _finish(fig, ax, "rank i", "singular value s_i", title or "singular values")

@@ -1,4 +1,12 @@
-"""Public entry points of the report: `build_report` and `report_from_source`."""
+"""Public entry points of the report: `build_report` and `report_from_source`.
+
+    >>> import torch, eigenscope
+    >>> from eigenscope.report import build_report
+    >>> df = eigenscope.analyze(torch.nn.Sequential(torch.nn.Linear(80, 60), torch.nn.Linear(60, 40)))
+    >>> page = build_report(df, title="two layers")      # or out="report.html"
+    >>> page.startswith("<!DOCTYPE html>"), "<title>two layers</title>" in page
+    (True, True)
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -30,6 +30,7 @@ def compare(a, b, *, k: int = 8, out=None, title: str | None = None, movers: int
     k       -- dimension of the singular subspaces compared
     movers  -- how many of the matrices that moved most get plots in the page
     """
+    _check_readable(a), _check_readable(b)        # fail on a bad B before analysing A
     sa, sb = _side(a, progress, analyze_kw), _side(b, progress, analyze_kw)
     frame = _join(sa["df"], sb["df"])
     if sa["matrices"] is not None and sb["matrices"] is not None and len(frame):
@@ -55,6 +56,15 @@ def moved_most(frame: pd.DataFrame, n: int) -> list[str]:
     if not (score > 0).any():
         score = frame["d_alpha"].abs().fillna(0)
     return frame.loc[score.sort_values(ascending=False).index[:n], "name"].tolist()
+
+
+def _check_readable(x) -> None:
+    from torch import nn
+
+    from ..sources import open_source
+    from .inputs import is_analysis
+    if not isinstance(x, nn.Module) and not is_analysis(x):
+        open_source(x).close()                    # headers only; raises a one-line SourceError
 
 
 def _side(x, progress, analyze_kw) -> dict:
