@@ -9,4 +9,6 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     >/dev/null 2>&1 || echo "chromium could not be installed; the browser test will be skipped"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# the browser test's screenshots (test artifacts) land here
+export EIGENSCOPE_ARTIFACTS="${EIGENSCOPE_ARTIFACTS:-$PWD/artifacts}"
 python3 -m pytest -q -p no:cacheprovider "$@"
