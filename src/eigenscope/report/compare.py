@@ -77,8 +77,9 @@ def _side(x, progress, analyze_kw) -> dict:
     model = _densified_if_compressed(x)
     df, sv, desc = analyze_with_spectra(model if model is not None else x, progress=progress,
                                         **analyze_kw)
-    return dict(df=df, sv=sv, desc=str(x) if model is not None else desc,
-                matrices=model if model is not None else x)
+    if model is not None:
+        desc = str(x) if isinstance(x, (str, Path)) else type(x).__name__
+    return dict(df=df, sv=sv, desc=desc, matrices=model if model is not None else x)
 
 
 def _densified_if_compressed(x):
