@@ -34,7 +34,7 @@ from eigenscope.models import load_model  # noqa: E402
 VARIANTS = {
     "svd": (SVDConfig(), "uniform", None),
     "asvd": (ASVDConfig(), "uniform", "asvd"),
-    "whiten-uniform": (WhitenConfig(sequential=False), "uniform", "gram"),
+    "whiten-uniform": (WhitenConfig(sequential=False, output_fisher=False), "uniform", "gram"),
     "fisher-global": (WhitenConfig(sequential=False, output_fisher=True), "global", "gram"),
     "best": (WhitenConfig(sequential=True, output_fisher=True), "global", "gram"),
 }

@@ -174,6 +174,9 @@ def test_save_load_hf_from_config(tmp_path):
     model = LlamaForCausalLM(cfg).eval()
     model, plan = compress(model, ratio=0.3, calibration=ids(8, 16), multiple=1)
     save(model, tmp_path / "m", plan=plan)
+    # the default "whiten" weighs outputs by the loss gradient on a causal LM, not on the toy
+    assert "output_fisher=True" in plan.attrs["method"]
+    assert "output_fisher=False" in compress(toy(), ratio=0.3, calibration=ids())[1].attrs["method"]
     again = eigenscope.load(tmp_path / "m")
     x = ids(2, 12, seed=7)
     with torch.no_grad():

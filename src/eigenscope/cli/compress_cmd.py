@@ -16,7 +16,7 @@ def compress(
     ratio: float = typer.Option(..., "--ratio", "-r", help="Fraction in (0, 1) of the targeted matrices' "
                                                            "parameters to REMOVE."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder receiving model.safetensors (+ tokenizer)."),
-    method: str = typer.Option("whiten", "--method", help="svd, asvd, fwsvd, whiten, whiten-fisher."),
+    method: str = typer.Option("whiten", "--method", help="svd, asvd, fwsvd, whiten (sequential; on causal LMs weighted by the loss gradient), whiten-fisher (that weighting forced on)."),
     allocation: str = typer.Option("global", "--allocation", help="global, knapsack, uniform, gd_rank, energy:F."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: pydoc topics)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Regex on Linear names to compress."),

@@ -37,7 +37,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
 
     model       -- nn.Module (changed in place) or a source: built-in name, HF folder, .gguf file
     ratio       -- fraction in (0, 1) of the targeted matrices' parameters REMOVED
-    method      -- "svd", "asvd", "fwsvd", "whiten" or a config (e.g. WhitenConfig(output_fisher=True))
+    method      -- "svd", "asvd", "fwsvd", "whiten" or a config (e.g. WhitenConfig(sequential=False));
+                   "whiten" weighs outputs by the loss gradient (output_fisher) on causal LMs
     allocation  -- "global" (greedy), "knapsack" (exact), "uniform", "gd_rank", "energy:0.9", an int
                    rank, a float energy fraction, or {layer: rank}
     calibration -- text, a LongTensor of token ids (N, T), or None (Python's pydoc topics text)
@@ -58,6 +59,11 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
         from .allocate import check_ratio
         check_ratio(ratio)
     cfg, handler = handler_for(method)
+    if getattr(cfg, "output_fisher", False) is None:   # auto: loss-unit curves where a loss exists
+        from dataclasses import replace
+
+        from .fisher import has_lm_loss
+        cfg = replace(cfg, output_fisher=has_lm_loss(model))
     targets = target_linears(model, layers)
     needs = handler.needs | ({"d_out"} if getattr(cfg, "output_fisher", False) else set())
     batches = calibration_batches(calibration, tokenizer, seq_len=seq_len, n_seqs=n_seqs,

@@ -15,6 +15,14 @@ from .calibrate import call_model
 from .registry import LayerStats
 
 
+def has_lm_loss(model: nn.Module) -> bool:
+    """A causal LM (Hugging Face *ForCausalLM / *LMHeadModel): forward takes labels, returns a loss."""
+    import inspect
+    name = type(model).__name__
+    return ("labels" in inspect.signature(model.forward).parameters
+            and name.endswith(("ForCausalLM", "LMHeadModel")))
+
+
 def _lm_loss(model, ids):
     try:
         out = call_model(model, ids, labels=ids)

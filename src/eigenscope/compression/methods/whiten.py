@@ -16,14 +16,16 @@ class WhitenConfig:
     damp          -- ridge of the compensated target, relative to trace(G_cc) / n
     blend         -- candidate weights a of W_t = a W* + (1 - a) W, chosen per matrix on the
                      held-out calibration slice (a = 0: no compensation; a = 1: plain W*)
-    output_fisher -- weight output channels by D = sqrt(mean (dLoss/dy)^2): losses in model-loss units
+    output_fisher -- weight output channels by D = sqrt(mean (dLoss/dy)^2): losses in model-loss units,
+                     comparable across matrices for global allocation. None (default): on for
+                     models that return a language-model loss (causal LMs), off otherwise
     """
 
     name: ClassVar[str] = "whiten"
     sequential: bool = True
     damp: float = 0.05
     blend: tuple = (0.0, 0.5, 1.0)
-    output_fisher: bool = False
+    output_fisher: bool | None = None
 
 
 _FACTORS: dict[int, tuple] = {}  # id(G) -> (G, L): Linears sharing an input share one eigh
