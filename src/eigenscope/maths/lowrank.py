@@ -20,12 +20,6 @@ def whitening_factor(G: torch.Tensor) -> torch.Tensor:
     return Q * ev.clamp_min(0).sqrt()  # (n, n) = Q diag(sqrt(max(ev, 0)))
 
 
-def svd_factors(M: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-`rank` SVD of M: U_r (m, r), its singular values s (all of them), Vh_r (r, n)."""
-    U, s, Vh = torch.linalg.svd(M.double(), full_matrices=False)
-    return U[:, :rank], s, Vh[:rank]
-
-
 def top_left_singular(M: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(U_r (m, r), all singular values s) of M through the eigenproblem of its smaller Gram.
 
@@ -54,9 +48,12 @@ def tail_energy(s: torch.Tensor) -> torch.Tensor:
 
 def truncate_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     """min ||W - BA||_F: B = U_r diag(sqrt s), A = diag(sqrt s) Vh_r (balanced factors)."""
-    U, s, Vh = svd_factors(W, rank)
+    W = W.double()
+    U, s = top_left_singular(W, rank)                              # U (m, r)
     root = s[:rank].sqrt()
-    return U * root, root[:, None] * Vh
+    # A = diag(sqrt s) Vh_r = diag(1/sqrt s) U_r^T W; a floor keeps null directions finite
+    inv = 1.0 / root.clamp_min(max(1e-8 * float(root[0]), 1e-300) if rank else 1.0)
+    return U * root, inv[:, None] * (U.T @ W)
 
 
 def truncate_scaled(W: torch.Tensor, rank: int, *, left: torch.Tensor | None = None,
