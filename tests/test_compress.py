@@ -11,7 +11,8 @@ from eigenscope.compression.io import load, save
 from eigenscope.compression.methods import ASVDConfig, FWSVDConfig, SVDConfig, WhitenConfig
 from eigenscope.compression.registry import LayerStats, handler_for
 from eigenscope.errors import EigenscopeError
-from eigenscope.maths.lowrank import truncate_whiten, useful_rank, whitening_factor
+from eigenscope.maths.lowrank import (compensated_target, pair_error, truncate_whiten, useful_rank,
+                                      whitening_factor)
 from eigenscope.nn.lowrank import LowRankLinear
 
 V, D = 40, 24
@@ -79,6 +80,50 @@ def test_whitening_factor_singular_gram():
     W = torch.randn(9, 16, dtype=torch.float64)
     B, A, t = truncate_whiten(W, G, 3)
     assert torch.allclose(((W - B @ A) @ X).pow(2).sum(), t[3:].pow(2).sum(), rtol=1e-6, atol=1e-10)
+
+
+def test_compensated_target_and_pair_error_match_direct_computation():
+    """W* -> the least-squares map from compressed-stream inputs X_c to the original outputs W X_o;
+    pair_error from Gram matrices equals ||W X_o - Wc X_c||^2 computed on the tokens."""
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    Xo = torch.randn(6, 300, generator=g, dtype=torch.float64)
+    Xc = Xo + 0.3 * torch.randn(6, 300, generator=g, dtype=torch.float64)
+    Ws = compensated_target(W, Xo @ Xc.T, Xc @ Xc.T, damp=0.0)
+    ref = torch.linalg.lstsq(Xc.T, (W @ Xo).T).solution.T  # independent route: QR least squares
+    assert torch.allclose(Ws, ref, atol=1e-9)
+    Wc = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    direct = float((W @ Xo - Wc @ Xc).pow(2).sum())
+    assert pair_error(W, Wc, Xo @ Xo.T, Xo @ Xc.T, Xc @ Xc.T) == pytest.approx(direct, rel=1e-10)
+
+
+def _sequential_stats(W, Xo, Xc, Ho, Hc):
+    st = _stats(W, Xo, W.shape[0])
+    st.extra.update(G_oc=Xo @ Xc.T, G_cc=Xc @ Xc.T, H_oo=Ho @ Ho.T, H_oc=Ho @ Hc.T, H_cc=Hc @ Hc.T)
+    return st
+
+
+def test_sequential_whiten_blends():
+    """Default blend (0,): plain whitening on the compressed stream's Gram. With candidates, the
+    chosen blend is the one with the smallest error on the held-out pair."""
+    g = torch.Generator().manual_seed(6)
+    W = torch.randn(10, 8, generator=g, dtype=torch.float64)
+    Xo, Ho = (torch.randn(8, n, generator=g, dtype=torch.float64) for n in (200, 100))
+    Xc, Hc = Xo + 0.2 * torch.randn_like(Xo), Ho + 0.2 * torch.randn_like(Ho)
+    cfg, h = handler_for(WhitenConfig(output_fisher=False))
+    B, A = h.factors(cfg, W, _sequential_stats(W, Xo, Xc, Ho, Hc), 3)
+    B0, A0, _ = truncate_whiten(W, Xc @ Xc.T, 3)
+    assert torch.allclose(B @ A, B0 @ A0, atol=1e-9)
+    cfg, h = handler_for(WhitenConfig(output_fisher=False, blend=(0.0, 0.5, 1.0)))
+    st = _sequential_stats(W, Xo, Xc, Ho, Hc)
+    B, A = h.factors(cfg, W, st, 3)
+    target = compensated_target(W, Xo @ Xc.T, Xc @ Xc.T, damp=cfg.damp)
+    errs = {}
+    for a in (0.0, 0.5, 1.0):
+        Bt, At, _ = truncate_whiten(a * target + (1 - a) * W, Xc @ Xc.T, 3)
+        errs[a] = float((W @ Ho - Bt @ At @ Hc).pow(2).sum())
+    assert st.extra["chosen_blend"] == min(errs, key=errs.get)
+    assert float((W @ Ho - B @ A @ Hc).pow(2).sum()) == pytest.approx(min(errs.values()), rel=1e-8)
 
 
 def _stats(W, X, m):
