@@ -161,6 +161,38 @@ def _deq_q4_1(raw):  # blocks of 20 bytes: d f16, m f16, 16 bytes; y = d*q + m, 
     return (d * q + m).reshape(raw.shape[0], -1)
 
 
+def llama_cpp_permute(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """What llama.cpp's converter does to q/k rows: per head, [first half; second half] -> interleaved."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, w.shape[1]).transpose(1, 2).reshape(w.shape)
+
+
+def test_llama_gguf_q_k_rows_are_back_in_hf_order(tmp_path):
+    sd = {"q": torch.randn(32, 16), "k": torch.randn(16, 16), "v": torch.randn(16, 16)}
+    w = gguf.GGUFWriter(str(tmp_path / "l.gguf"), "llama")
+    w.add_head_count(4)
+    w.add_head_count_kv(2)  # GQA: k has 2 heads of 8 rows
+    w.add_tensor("blk.0.attn_q.weight", llama_cpp_permute(sd["q"], 4).numpy())
+    w.add_tensor("blk.0.attn_k.weight", llama_cpp_permute(sd["k"], 2).numpy())
+    w.add_tensor("blk.0.attn_v.weight", sd["v"].numpy())
+    for write in (w.write_header_to_file, w.write_kv_data_to_file, w.write_tensors_to_file, w.close):
+        write()
+    with open_source(tmp_path / "l.gguf") as src:
+        got = {m.role: W for m, W in iter_matrices(src)}
+    for role in "qkv":
+        assert torch.equal(got[role], sd[role])
+
+
+@pytest.mark.real_model
+def test_smollm2_q_k_equal_transformers_loading(smollm2):
+    """transformers un-permutes q/k when it loads a GGUF; our rows must be the same matrices."""
+    from eigenscope.models import load_model
+    model, _ = load_model("smollm2-135m")
+    sd = model.state_dict()
+    names = [f"model.layers.{b}.self_attn.{p}_proj.weight" for b in (0, 29) for p in "qkv"]
+    for name in names:
+        assert torch.equal(smollm2.read(name), sd[name]), name
+
+
 @pytest.mark.real_model
 def test_smollm2_rows(smollm2):
     plan = plan_matrices(smollm2)
@@ -186,5 +218,7 @@ def test_smollm2_dequantisation_matches_the_block_format(smollm2, gguf_name, hf_
     qtype, raw = _raw(smollm2.reader, gguf_name)
     (meta, W), = iter_matrices(smollm2, layers=rf"^{hf_name}$")
     assert meta.dtype == qtype and W.shape == (nrows, 576)
+    if "k_proj" in hf_name:  # back to the file's rotary row order (3 kv heads) to compare bytes
+        W = llama_cpp_permute(W, 3)
     rows = slice(0, 64)  # an independent decoding of the first rows' bytes
     np.testing.assert_allclose(W[rows].numpy(), deq(raw[rows]), rtol=1e-6, atol=1e-7)

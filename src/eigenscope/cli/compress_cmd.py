@@ -70,7 +70,7 @@ def evaluate(
 
 
 def _method(name: str):
-    if name == "whiten-fisher":  # eigenscope's best: loss-unit curves, sequential compensation
+    if name == "whiten-fisher":  # loss-unit curves, sequential calibration
         from ..compression.methods import WhitenConfig
         return WhitenConfig(output_fisher=True)
     return name

@@ -3,9 +3,9 @@
 Names are mapped to Hugging Face names (names.gguf_to_hf) so rows of a GGUF file match those of
 the same model's Hugging Face checkpoint. GGUF lists dimensions ne0 (the contiguous, "in" axis)
 first; tensors are returned in PyTorch (out, in) order. llama.cpp's converter also permutes the
-rows of the q and k projections for its rotary layout: a row permutation leaves singular values
-unchanged, so spectra match the Hugging Face checkpoint without undoing it (the matrices
-themselves differ from HF's by that row order).
+rows of the q and k projections of Llama-family models for its rotary layout; that is undone
+here (as transformers does when it loads a GGUF), so the matrices themselves, not only their
+spectra, equal the Hugging Face checkpoint's and `compare` can match their subspaces.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ SUPPORTED = {"F32", "F16", "BF16", "F64", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"
 _PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
           "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
 GGUF_MAGIC = b"GGUF"
+ROPE_PERMUTED = {"llama", "mistral"}  # architectures whose q/k rows llama.cpp's converter permutes
 
 
 class GGUFSource(Source):
@@ -43,6 +44,7 @@ class GGUFSource(Source):
         try:
             self.reader = GGUFReader(str(self.path), "r")
             self.arch = _architecture(self.reader)
+            self._heads = _rope_heads(self.reader, self.arch)
             tensors = list(self.reader.tensors)
         except Exception as e:  # gguf raises ValueError/IndexError/... on damaged files
             raise SourceError(f"{self.path}: truncated or corrupt GGUF file "
@@ -76,10 +78,38 @@ class GGUFSource(Source):
         except Exception as e:
             raise SourceError(f"{self.path}: cannot dequantise {name} ({qtype}): "
                               f"{error_line(e)}") from None
-        return torch.from_numpy(arr)
+        return _unpermute(torch.from_numpy(arr), name, self._heads)
 
     def close(self) -> None:
         self._by_name.clear()
+
+
+def _unpermute(w: torch.Tensor, name: str, heads: dict) -> torch.Tensor:
+    """Undo llama.cpp's rotary row order. Per head, HF rows [first half; second half] were stored
+    interleaved (row 2j = first-half j, row 2j+1 = second-half j): (h, d/2, 2, in) -> (h, 2, d/2, in)."""
+    n = heads.get(name.rsplit(".", 2)[-2]) if heads else None  # "q_proj" / "k_proj"
+    if n is None or w.ndim != 2 or w.shape[0] % (2 * n):
+        return w
+    return w.reshape(n, w.shape[0] // n // 2, 2, w.shape[1]).transpose(1, 2).reshape(w.shape)
+
+
+def _rope_heads(reader, arch: str) -> dict:
+    """{"q_proj": heads, "k_proj": kv heads} for permuted architectures, {} when unknown."""
+    if arch not in ROPE_PERMUTED:
+        return {}
+    q = _int_field(reader, f"{arch}.attention.head_count")
+    kv = _int_field(reader, f"{arch}.attention.head_count_kv") or q
+    return {"q_proj": q, "k_proj": kv} if q else {}
+
+
+def _int_field(reader, key: str) -> int | None:
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    try:
+        return int(field.parts[field.data[0]][0])
+    except Exception:  # an array-valued field (per-layer head counts): leave the rows as stored
+        return None
 
 
 def _architecture(reader) -> str:
