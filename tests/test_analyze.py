@@ -129,3 +129,11 @@ def test_tables_round_trip(tmp_path, tiny_df, suffix):
     back = read_table(path)
     assert back["name"].tolist() == tiny_df["name"].tolist()
     np.testing.assert_allclose(back["alpha"].astype(float), tiny_df["alpha"].astype(float))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_device_gives_the_cpu_rows(tiny_df):
+    """Eigenvalue problems on the GPU, metrics on the CPU: the same rows up to float32 rounding."""
+    gpu = eigenscope.analyze(Tiny(), device="cuda", metrics="norms,powerlaw,mp")
+    for col in ("spectral_norm", "stable_rank", "alpha", "mp_sigma"):
+        np.testing.assert_allclose(gpu[col], tiny_df[col], rtol=1e-4)
