@@ -9,7 +9,11 @@ compressed SmolLM2-135M by singular-value tuning. Printed tables, not a test.
     `eigenscope.compress(method="whiten", allocation="uniform")`; then `singular_values_`
     trains only the singular values on the calibration tokens. Prints held-out perplexity (tokens never trained on) before/after.
 
-    python benchmarks/train_small.py [--part a|b|ab] [--steps 300] [--heal-steps 60]
+(c) The spectral monitor's own cost: the AdamW run of (a) without and with a SpectralMonitor
+    (every 10 steps, 5 % budget; randomised and exact), s/step side by side and the overhead the
+    monitor reports itself.
+
+    python benchmarks/train_small.py [--part a|b|c|abc] [--steps 300] [--heal-steps 60]
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from eigenscope.monitor import SpectralMonitor  # noqa: E402
 from eigenscope.optim import Muon, SpectralClip, split_param_groups  # noqa: E402
 from eigenscope.tune import merge_, singular_values_  # noqa: E402
 
@@ -100,10 +105,11 @@ def spectral_norms(model) -> torch.Tensor:
     return torch.stack([torch.linalg.matrix_norm(p.detach(), ord=2) for p in mats])
 
 
-def run_one(name, train, val, args):
+def run_one(name, train, val, args, monitor=None):
     torch.manual_seed(0)
     model = TinyGPT(ctx=args.seq)
     opts = make_optimizers(name, model, args.lr, args.clip_c)
+    mon = monitor(model) if monitor else None
     it = batches(train, args.batch, args.seq, seed=0)
     t0 = time.perf_counter()
     for _ in range(args.steps):
@@ -113,10 +119,13 @@ def run_one(name, train, val, args):
         F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
         for o in opts:
             o.step()
+        if mon is not None:
+            mon.step()
     per_step = (time.perf_counter() - t0) / args.steps
     sn = spectral_norms(model)
     return {"optimiser": name, "val_loss": val_loss(model, val, args.batch, args.seq),
-            "max_sn": sn.max().item(), "median_sn": sn.median().item(), "s_per_step": per_step}
+            "max_sn": sn.max().item(), "median_sn": sn.median().item(), "s_per_step": per_step,
+            "monitor": mon}
 
 
 def part_a(args):
@@ -131,6 +140,24 @@ def part_a(args):
         r = run_one(name, train, val, args)
         print(f"{r['optimiser']:<12}{r['val_loss']:>10.4f}{r['max_sn']:>10.3f}"
               f"{r['median_sn']:>11.3f}{r['s_per_step']:>9.3f}", flush=True)
+
+
+# ---------------------------------------------------------------------------------- (c)
+def part_c(args):
+    """The spectral monitor's cost: AdamW runs without and with it, side by side."""
+    data = torch.tensor(list(pydoc_text().encode("utf-8")), dtype=torch.long)
+    train, val = data[: int(0.9 * data.numel())], data[int(0.9 * data.numel()):]
+    print(f"\n(c) SpectralMonitor on the TinyGPT of (a), AdamW, {args.steps} steps, every "
+          f"{args.monitor_every} steps, budget {args.monitor_budget:.0%}")
+    print(f"{'run':<26}{'s/step':>9}{'ratio':>8}{'overhead':>10}{'rows':>7}{'alpha':>7}")
+    base = run_one("adamw", train, val, args)["s_per_step"]
+    print(f"{'no monitor':<26}{base:>9.3f}{1.0:>8.3f}{'-':>10}{'-':>7}{'-':>7}", flush=True)
+    for method in ("randomized", "exact"):
+        r = run_one("adamw", train, val, args, monitor=lambda m: SpectralMonitor(
+            m, every=args.monitor_every, budget=args.monitor_budget, method=method))
+        mon, df = r["monitor"], r["monitor"].dataframe()
+        print(f"{'monitor ' + method:<26}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>8.3f}"
+              f"{mon.overhead():>10.2%}{len(df):>7}{int(df['alpha'].notna().sum()) if 'alpha' in df else 0:>7}", flush=True)
 
 
 # ---------------------------------------------------------------------------------- (b)
@@ -209,7 +236,7 @@ def part_b(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="ab")
+    ap.add_argument("--part", default="abc")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
@@ -222,11 +249,15 @@ def main():
     ap.add_argument("--heal-batch", type=int, default=2)
     ap.add_argument("--heal-steps", type=int, default=200)
     ap.add_argument("--heal-lr", type=float, default=2e-3)
+    ap.add_argument("--monitor-every", type=int, default=10)
+    ap.add_argument("--monitor-budget", type=float, default=0.05)
     args = ap.parse_args()
     if "a" in args.part:
         part_a(args)
     if "b" in args.part:
         part_b(args)
+    if "c" in args.part:
+        part_c(args)
 
 
 if __name__ == "__main__":
