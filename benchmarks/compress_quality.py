@@ -37,7 +37,12 @@ VARIANTS = {
     "whiten-uniform": (WhitenConfig(sequential=False, output_fisher=False), "uniform", "gram"),
     "fisher-global": (WhitenConfig(sequential=False, output_fisher=True), "global", "gram"),
     "best": (WhitenConfig(sequential=True, output_fisher=True), "global", "gram"),
+    # opt-in error compensation, blend chosen per matrix on a held-out calibration slice (not
+    # in the default run: it is why compensation is opt-in; --methods best-blend to see it)
+    "best-blend": (WhitenConfig(sequential=True, output_fisher=True, blend=(0.0, 0.5, 1.0)),
+                   "global", "gram"),
 }
+DEFAULT = ("svd", "asvd", "whiten-uniform", "fisher-global", "best")
 
 
 def main(argv=None):
@@ -47,7 +52,7 @@ def main(argv=None):
     ap.add_argument("--eval-tokens", type=int, default=8192)
     ap.add_argument("--grad-batches", type=int, default=4, help="batches of 8 sequences for gradients")
     ap.add_argument("--ratios", default="0.1,0.2,0.4")
-    ap.add_argument("--methods", default=",".join(VARIANTS))
+    ap.add_argument("--methods", default=",".join(DEFAULT), help=f"any of {', '.join(VARIANTS)}")
     ap.add_argument("--multiple", type=int, default=1,
                     help="rank rounding; 1 keeps every variant at the same parameter count")
     ap.add_argument("--threads", type=int, default=None)

@@ -128,11 +128,17 @@ def run_one(name, train, val, args, monitor=None):
             "monitor": mon}
 
 
-def part_a(args):
+def byte_splits():
+    """Bytes of the pydoc text as (train, val): the first 90 % and the rest."""
     data = torch.tensor(list(pydoc_text().encode("utf-8")), dtype=torch.long)
     cut = int(0.9 * data.numel())
-    train, val = data[:cut], data[cut:]
-    print(f"\n(a) TinyGPT d=128 x4 layers, bytes of pydoc topics ({data.numel()} bytes), "
+    return data[:cut], data[cut:]
+
+
+def part_a(args):
+    train, val = byte_splits()
+    data_bytes = train.numel() + val.numel()
+    print(f"\n(a) TinyGPT d=128 x4 layers, bytes of pydoc topics ({data_bytes} bytes), "
           f"{args.steps} steps, batch {args.batch} x {args.seq}, AdamW lr {args.lr}, "
           f"Muon lr 0.02, SpectralClip soft c={args.clip_c}; threads={torch.get_num_threads()}")
     print(f"{'optimiser':<12}{'val_loss':>10}{'max_sn':>10}{'median_sn':>11}{'s/step':>9}")
@@ -140,24 +146,6 @@ def part_a(args):
         r = run_one(name, train, val, args)
         print(f"{r['optimiser']:<12}{r['val_loss']:>10.4f}{r['max_sn']:>10.3f}"
               f"{r['median_sn']:>11.3f}{r['s_per_step']:>9.3f}", flush=True)
-
-
-# ---------------------------------------------------------------------------------- (c)
-def part_c(args):
-    """The spectral monitor's cost: AdamW runs without and with it, side by side."""
-    data = torch.tensor(list(pydoc_text().encode("utf-8")), dtype=torch.long)
-    train, val = data[: int(0.9 * data.numel())], data[int(0.9 * data.numel()):]
-    print(f"\n(c) SpectralMonitor on the TinyGPT of (a), AdamW, {args.steps} steps, every "
-          f"{args.monitor_every} steps, budget {args.monitor_budget:.0%}")
-    print(f"{'run':<26}{'s/step':>9}{'ratio':>8}{'overhead':>10}{'rows':>7}{'alpha':>7}")
-    base = run_one("adamw", train, val, args)["s_per_step"]
-    print(f"{'no monitor':<26}{base:>9.3f}{1.0:>8.3f}{'-':>10}{'-':>7}{'-':>7}", flush=True)
-    for method in ("randomized", "exact"):
-        r = run_one("adamw", train, val, args, monitor=lambda m: SpectralMonitor(
-            m, every=args.monitor_every, budget=args.monitor_budget, method=method))
-        mon, df = r["monitor"], r["monitor"].dataframe()
-        print(f"{'monitor ' + method:<26}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>8.3f}"
-              f"{mon.overhead():>10.2%}{len(df):>7}{int(df['alpha'].notna().sum()) if 'alpha' in df else 0:>7}", flush=True)
 
 
 # ---------------------------------------------------------------------------------- (b)
@@ -232,6 +220,24 @@ def part_b(args):
     print(f"{'+ singular-value tuning':<28}{total1:>12,}{n_tr:>11,}{ppl2:>9.2f}")
     print(f"{'  merged back':<28}{sum(p.numel() for p in model.parameters()):>12,}{'-':>11}"
           f"{ppl3:>9.2f}   ({len(names)} layers tuned)")
+
+
+# ---------------------------------------------------------------------------------- (c)
+def part_c(args):
+    """The spectral monitor's cost: AdamW runs without and with it, side by side."""
+    train, val = byte_splits()
+    print(f"\n(c) SpectralMonitor on the TinyGPT of (a), AdamW, {args.steps} steps, every "
+          f"{args.monitor_every} steps, budget {args.monitor_budget:.0%}")
+    print(f"{'run':<26}{'s/step':>9}{'ratio':>8}{'overhead':>10}{'rows':>7}{'alpha':>7}")
+    base = run_one("adamw", train, val, args)["s_per_step"]
+    print(f"{'no monitor':<26}{base:>9.3f}{1.0:>8.3f}{'-':>10}{'-':>7}{'-':>7}", flush=True)
+    for method in ("randomized", "exact"):
+        r = run_one("adamw", train, val, args, monitor=lambda m: SpectralMonitor(
+            m, every=args.monitor_every, budget=args.monitor_budget, method=method))
+        mon, df = r["monitor"], r["monitor"].dataframe()
+        with_alpha = int(df["alpha"].notna().sum()) if "alpha" in df else 0
+        print(f"{'monitor ' + method:<26}{r['s_per_step']:>9.3f}{r['s_per_step'] / base:>8.3f}"
+              f"{mon.overhead():>10.2%}{len(df):>7}{with_alpha:>7}", flush=True)
 
 
 def main():

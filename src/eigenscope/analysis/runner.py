@@ -58,20 +58,11 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     try:
         plan = plan_matrices(src, layers=layers)
         order = {meta.name: i for i, meta in enumerate(plan)}
-        rows, spectra = [], {}
+        spectra = {}
         job = partial(_batch_rows, groups=groups, seed=seed, dev=dev, precision=precision,
                       spectra=spectra)
-        with progress_bar(len(plan), "analyze", enabled=progress) as bar, \
-                _threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
-            pending: deque = deque()
-            for batch in _batches(_prefetch(iter_matrices(src, layers=layers))):
-                pending.append(pool.submit(job, batch))
-                # Workers solve earlier batches while the next is read; the window bounds how
-                # many matrices are held in memory at once.
-                while len(pending) > PENDING_BATCHES * workers or (pending and pending[0].done()):
-                    _collect(pending.popleft(), rows, bar)
-            while pending:
-                _collect(pending.popleft(), rows, bar)
+        with progress_bar(len(plan), "analyze", enabled=progress) as bar:
+            rows = _run(_batches(_prefetch(iter_matrices(src, layers=layers))), job, workers, bar)
     finally:
         src.close()
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -81,6 +72,21 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
         from .spectra_io import save_spectra as _save
         _save(save_spectra, df, spectra, source=_describe(source))
     return df
+
+
+def _run(batches, job, workers: int, bar) -> list[dict]:
+    """Rows of every batch, solved on a pool of `workers` threads while the next is read."""
+    rows: list[dict] = []
+    with _threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(job, batch))
+            # The window bounds how many matrices are held in memory at once.
+            while len(pending) > PENDING_BATCHES * workers or (pending and pending[0].done()):
+                _collect(pending.popleft(), rows, bar)
+        while pending:
+            _collect(pending.popleft(), rows, bar)
+    return rows
 
 
 def _collect(future, rows, bar):

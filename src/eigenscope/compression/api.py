@@ -58,12 +58,7 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     if isinstance(allocation, str) and allocation in ("global", "knapsack", "uniform"):
         from .allocate import check_ratio
         check_ratio(ratio)
-    cfg, handler = handler_for(method)
-    if getattr(cfg, "output_fisher", False) is None:   # auto: loss-unit curves where a loss exists
-        from dataclasses import replace
-
-        from .fisher import has_lm_loss
-        cfg = replace(cfg, output_fisher=has_lm_loss(model))
+    cfg, handler = _config(method, model)
     targets = target_linears(model, layers)
     needs = handler.needs | ({"d_out"} if getattr(cfg, "output_fisher", False) else set())
     batches = calibration_batches(calibration, tokenizer, seq_len=seq_len, n_seqs=n_seqs,
@@ -74,21 +69,38 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
               for n, m in targets.items()]
     ranks = allocate(curves, allocation, ratio, multiple)
     losses = {c.name: c.loss() for c in curves}
-    n_held = _heldout_batches(len(batches), heldout)
+    _replace_linears(model, cfg, handler, batches, targets, stats, ranks,
+                     n_held=_heldout_batches(len(batches), heldout), progress=progress)
+    plan = _plan(targets, ranks, losses)
+    plan.attrs.update(_totals(model, plan), method=repr(cfg), allocation=str(allocation),
+                      ratio=ratio, seconds=time.perf_counter() - t0, stats=stats)
+    return model, plan
+
+
+def _config(method, model):
+    """(config, handler) of `method`; output_fisher None (auto) becomes on where a loss exists."""
+    cfg, handler = handler_for(method)
+    if getattr(cfg, "output_fisher", False) is None:   # auto: loss-unit curves where a loss exists
+        from dataclasses import replace
+
+        from .fisher import has_lm_loss
+        cfg = replace(cfg, output_fisher=has_lm_loss(model))
+    return cfg, handler
+
+
+def _replace_linears(model, cfg, handler, batches, targets, stats, ranks, *, n_held, progress):
+    """Factorise every target at its rank: block by block on the compressed stream's inputs
+    (sequential configs, with a held-out slice), else each from the original statistics."""
     if getattr(cfg, "sequential", False) and find_blocks(model) and n_held:
         def one(name, lin, st):
             st.d_out = stats[name].d_out
             return _factorise(cfg, handler, name, lin, st, ranks[name])
         sequential_compress(model, batches, targets, one, heldout=n_held, progress=progress)
-    else:
-        for name, lin in targets.items():
-            new = _factorise(cfg, handler, name, lin, stats.get(name, LayerStats()), ranks[name])
-            if new is not None:
-                set_module(model, name, new)
-    plan = _plan(targets, ranks, losses)
-    plan.attrs.update(_totals(model, plan), method=repr(cfg), allocation=str(allocation),
-                      ratio=ratio, seconds=time.perf_counter() - t0, stats=stats)
-    return model, plan
+        return
+    for name, lin in targets.items():
+        new = _factorise(cfg, handler, name, lin, stats.get(name, LayerStats()), ranks[name])
+        if new is not None:
+            set_module(model, name, new)
 
 
 def _statistics(model, batches, targets, needs, stats, progress, grad_batches):
