@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from eigenscope.compression.api import compress  # noqa: E402
 from eigenscope.compression.calibrate import target_linears  # noqa: E402
-from eigenscope.compression.data import default_text, token_ids  # noqa: E402
+from eigenscope.inputs import default_text, token_ids  # noqa: E402
 from eigenscope.compression.fisher import collect_fisher  # noqa: E402
 from eigenscope.compression.methods import ASVDConfig, SVDConfig, WhitenConfig  # noqa: E402
 from eigenscope.evaluation import evaluate  # noqa: E402

@@ -14,8 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .compression.calibrate import call_model
-from .compression.data import default_text, token_ids
+from .inputs import HELD_OUT_SKIP, call_model, text_windows
 from .errors import EigenscopeError
 
 
@@ -23,9 +22,8 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
              max_tokens: int = 8192, skip_tokens: int | None = None, batch_size: int = 4) -> dict:
     """Dict with perplexity, parameters, bytes, tokens_per_s (+ kl, top1_agreement, cosine,
     rel_error with `reference`). `skip_tokens` drops the start of the text (e.g. the calibration);
-    by default 0 for a given text and HELD_OUT_SKIP (32768) for the default pydoc text, past what
-    `compress` calibrates on by default."""
-    from .compression.data import HELD_OUT_SKIP
+    by default 0 for a given text and HELD_OUT_SKIP (inputs.py) for the default pydoc text, past
+    what `compress` calibrates on by default."""
     from .models import load_model
 
     if not isinstance(model, torch.nn.Module):
@@ -36,7 +34,8 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
         tokenizer = tokenizer or tok
     if skip_tokens is None:
         skip_tokens = HELD_OUT_SKIP if text is None else 0
-    ids = _windows(default_text() if text is None else text, tokenizer, seq_len, max_tokens, skip_tokens)
+    ids = text_windows(text, tokenizer, seq_len=seq_len, max_seqs=max(max_tokens // seq_len, 1),
+                       skip=skip_tokens, what="evaluation text")
     model.eval()
     res = dict(parameters=sum(p.numel() for p in model.parameters()),
                bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
@@ -54,15 +53,6 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
     res["tokens"] = int(ids.numel())
     res.update(acc.result(reference is not None))
     return res
-
-
-def _windows(text, tokenizer, seq_len, max_tokens, skip):
-    flat = token_ids(text, tokenizer)[skip:]
-    n = min(max_tokens, flat.numel()) // seq_len
-    if n < 1:
-        raise EigenscopeError(f"evaluation text too short: {flat.numel()} tokens after skipping {skip}, "
-                              f"need {seq_len}")
-    return flat[: n * seq_len].view(n, seq_len)
 
 
 class _Acc:

@@ -19,7 +19,7 @@ import torch
 
 from ..maths.spectrum import eigvals
 from .metrics import compute_metrics, matrix_status
-from .progress import progress_bar
+from .._progress import progress_bar
 from .schema import COLUMNS, resolve_metrics
 
 BATCH_MAX = 16               # matrices of one shape per eigvalsh call

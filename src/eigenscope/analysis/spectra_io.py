@@ -6,14 +6,13 @@ metadata "eigenscope.rows" = the analysis rows as JSON, "eigenscope.source" = wh
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .._io import atomic_write
 from ..errors import EigenscopeError
 from .schema import COLUMNS
 
@@ -49,26 +48,6 @@ def load_spectra(path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         raise EigenscopeError(f"{path}: no eigenscope rows in its metadata (not a spectra file?)")
     df = pd.read_json(_StringIO(meta[ROWS_KEY]), orient="records")
     return df.reindex(columns=COLUMNS), sv
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _StringIO(text: str):

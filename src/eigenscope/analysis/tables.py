@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..errors import EigenscopeError
 from .schema import COLUMNS
-from .spectra_io import atomic_write
+from .._io import atomic_write
 
 WRITERS = {
     ".csv": lambda df, p: df.to_csv(p, index=False),

@@ -55,7 +55,7 @@ def evaluate(
     max_tokens: int = typer.Option(8192, "--max-tokens"),
     skip_tokens: Optional[int] = typer.Option(
         None, "--skip-tokens", help="Skip the text's first tokens. Default: 0 for --text; for the "
-                                    "pydoc default 32768, past what `compress` calibrates on."),
+                                    "pydoc default, 4x what `compress` calibrates on by default."),
 ):
     """Perplexity, size and speed of MODEL; with --reference, KL and top-1 agreement (or cosine)."""
     from ..evaluation import evaluate as run

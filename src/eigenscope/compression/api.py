@@ -23,15 +23,16 @@ from ..errors import EigenscopeError
 from ..nn.lowrank import LowRankLinear
 from .allocate import Curve, allocate
 from .calibrate import collect_stats, find_blocks, target_linears
-from .data import calibration_batches
+from ..inputs import DEFAULT_CALIB_SEQS, DEFAULT_SEQ_LEN, model_batches
 from .fisher import collect_fisher
 from .registry import LayerStats, handler_for
-from .sequential import sequential_compress, set_module
+from ..nn.surgery import set_module
+from .sequential import sequential_compress
 
 
 def compress(model, *, ratio: float | None = None, method="whiten", allocation="global",
-             calibration=None, layers: str | None = None, tokenizer=None, seq_len: int = 256,
-             n_seqs: int = 32, batch_size: int = 8, heldout: float = 0.25, multiple: int = 8,
+             calibration=None, layers: str | None = None, tokenizer=None, seq_len: int = DEFAULT_SEQ_LEN,
+             n_seqs: int = DEFAULT_CALIB_SEQS, batch_size: int = 8, heldout: float = 0.25, multiple: int = 8,
              grad_batches: int = 4, stats: dict | None = None, progress: bool = False):
     """Replace targeted nn.Linear layers by LowRankLinear; return (model, plan).
 
@@ -61,8 +62,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     cfg, handler = _config(method, model)
     targets = target_linears(model, layers)
     needs = handler.needs | ({"d_out"} if getattr(cfg, "output_fisher", False) else set())
-    batches = calibration_batches(calibration, tokenizer, seq_len=seq_len, n_seqs=n_seqs,
-                                  batch_size=batch_size, needed=bool(needs))
+    batches = model_batches(calibration, tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs,
+                            batch_size=batch_size, min_seqs=2) if needs else []
     model.eval()
     stats = _statistics(model, batches, targets, needs, stats, progress, grad_batches)
     curves = [_curve(cfg, handler, n, m, stats[n] if n in stats else LayerStats(), needs)

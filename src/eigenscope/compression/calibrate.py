@@ -5,13 +5,14 @@ the blocks one by one, so memory holds one block's activations, never the whole 
 """
 from __future__ import annotations
 
-import inspect
 import re
 
 import torch
 from torch import nn
 
+from .._progress import track
 from ..errors import EigenscopeError
+from ..inputs import call_model
 from .registry import LayerStats
 
 
@@ -53,16 +54,6 @@ def target_linears(model: nn.Module, layers: str | None = None) -> dict[str, nn.
         raise EigenscopeError(f"{type(model).__name__}: no nn.Linear layer to compress"
                               + (f" matches {layers!r}" if layers else ""))
     return found
-
-
-def call_model(model: nn.Module, ids: torch.Tensor, **kw):
-    """Run a HF model on input ids (no KV cache) or a plain module on the ids tensor."""
-    params = inspect.signature(model.forward).parameters
-    if "input_ids" in params:
-        if "use_cache" in params:
-            kw.setdefault("use_cache", False)
-        return model(input_ids=ids, **kw)
-    return model(ids)
 
 
 def _hidden(args, kwargs):
@@ -155,7 +146,7 @@ def collect_stats(model, batches, targets: dict[str, nn.Linear], *, absmean: boo
         hooks.remove()
         return stats
     inputs = capture_block_inputs(model, blocks, batches)
-    for bname, block in _progress(blocks, progress, "calibrating"):
+    for bname, block in track(blocks, "calibrating", unit="block", enabled=progress):
         mine = {n: m for n, m in targets.items() if n.startswith(bname + ".")}
         hooks = GramHooks(mine, stats, absmean=absmean, dtype=dtype)
         with torch.no_grad():
@@ -164,10 +155,3 @@ def collect_stats(model, batches, targets: dict[str, nn.Linear], *, absmean: boo
                 inputs[i] = (run_block(block, x, args, kw), args, kw)
         hooks.remove()
     return stats
-
-
-def _progress(items, on: bool, desc: str):
-    if not on:
-        return items
-    from tqdm.auto import tqdm
-    return tqdm(items, desc=desc, unit="block")

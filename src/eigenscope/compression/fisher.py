@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._progress import track
 from ..errors import EigenscopeError
-from .calibrate import call_model
+from ..inputs import call_model
 from .registry import LayerStats
 
 
@@ -23,9 +24,19 @@ def has_lm_loss(model: nn.Module) -> bool:
             and name.endswith(("ForCausalLM", "LMHeadModel")))
 
 
-def _lm_loss(model, ids):
+def _ids(batch) -> torch.Tensor:
+    """The token ids of a batch (the labels of its language-model loss)."""
+    ids = batch.get("input_ids") if isinstance(batch, dict) else batch
+    if ids is None or ids.is_floating_point():
+        raise EigenscopeError("gradient statistics need token ids (a language-model loss); "
+                              "use method 'whiten' for models fed other inputs")
+    return ids
+
+
+def _lm_loss(model, batch):
+    ids = _ids(batch)
     try:
-        out = call_model(model, ids, labels=ids)
+        out = call_model(model, batch, labels=ids)
     except TypeError:
         out = None
     loss = getattr(out, "loss", None)
@@ -59,9 +70,9 @@ def collect_fisher(model: nn.Module, batches, targets: dict[str, nn.Linear], sta
         m.weight.requires_grad_(True)
     fw = {n: None for n in targets}
     try:
-        for ids in (_bar(batches) if progress else batches):
-            loss = _lm_loss(model, ids)
-            (loss * ids.numel()).backward()  # summed token losses: per-token gradients
+        for batch in track(batches, "gradients", unit="batch", enabled=progress):
+            loss = _lm_loss(model, batch)
+            (loss * _ids(batch).numel()).backward()  # summed token losses: per-token gradients
             for n, m in targets.items():
                 if weights and m.weight.grad is not None:
                     g2 = m.weight.grad.double().pow(2)
@@ -79,8 +90,3 @@ def collect_fisher(model: nn.Module, batches, targets: dict[str, nn.Linear], sta
         if outputs and sq[n] is not None:
             d = (sq[n] / max(count[n], 1)).sqrt()
             st.d_out = d.clamp_min(1e-3 * float(d.mean()) + 1e-30)  # no channel weighted 0: B = D^-1 U
-
-
-def _bar(batches):
-    from tqdm.auto import tqdm
-    return tqdm(batches, desc="gradients", unit="batch")

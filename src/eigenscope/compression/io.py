@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._io import atomic_write
 from ..errors import EigenscopeError
 from ..nn.lowrank import LowRankLinear
-from .sequential import set_module
+from ..nn.surgery import set_module
 
 FORMAT = "eigenscope-lowrank-1"
 FILENAME = "model.safetensors"
@@ -29,8 +30,6 @@ def weights_file(path) -> Path:
 def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
     """Write `path` (a .safetensors file, or a folder receiving model.safetensors) atomically."""
     from safetensors.torch import save_file
-
-    from ..analysis.spectra_io import atomic_write
 
     target = weights_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)

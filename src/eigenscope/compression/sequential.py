@@ -13,7 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .calibrate import _progress, capture_block_inputs, find_blocks, run_block
+from .._progress import track
+from ..nn.surgery import set_module
+from .calibrate import capture_block_inputs, find_blocks, run_block
 from .registry import LayerStats
 
 
@@ -59,7 +61,7 @@ def sequential_compress(model: nn.Module, batches: list[torch.Tensor], targets: 
     xo = [x for x, _, _ in inputs]
     xc = list(xo)
     all_stats: dict[str, LayerStats] = {}
-    for bname, block in _progress(blocks, progress, "compressing"):
+    for bname, block in track(blocks, "compressing", unit="block", enabled=progress):
         mine = {n: m for n, m in targets.items() if n.startswith(bname + ".")}
         hooks = _PairHooks(mine)
         with torch.no_grad():
@@ -80,9 +82,3 @@ def sequential_compress(model: nn.Module, batches: list[torch.Tensor], targets: 
             for i, (_, args, kw) in enumerate(inputs):
                 xc[i] = run_block(block, xc[i], args, kw)   # through the compressed block
     return all_stats
-
-
-def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)

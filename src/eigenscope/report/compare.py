@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._progress import track
 from ..analysis.schema import METRIC_COLUMNS
 
 KEY_METRICS = ["alpha", "stable_rank", "spectral_norm", "mp_spikes", "effective_rank"]
@@ -87,7 +88,7 @@ def _densified_if_compressed(x):
     from torch import nn
 
     from ..compression.io import FORMAT, weights_file
-    from ..compression.sequential import set_module
+    from ..nn.surgery import set_module
     from ..nn.lowrank import LowRankLinear
 
     if isinstance(x, nn.Module):
@@ -138,9 +139,7 @@ def _subspaces(src_a, src_b, wanted: set, k: int, progress: bool) -> dict:
 
     out = {}
     pairs = _paired(_named(src_a), _named(src_b), wanted)
-    if progress:
-        from tqdm.auto import tqdm
-        pairs = tqdm(pairs, total=len(wanted), desc="subspaces", unit="matrix")
+    pairs = track(pairs, "subspaces", unit="matrix", total=len(wanted), enabled=progress)
     for name, Wa, Wb in pairs:
         out[name] = compare_matrices(Wa, Wb, k)
     return out

@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+from .._io import atomic_write
 from .build import asset
 
 
@@ -36,8 +37,6 @@ def render_page(data: dict) -> str:
 
 
 def write_page(text: str, out) -> Path:
-    from ..analysis.spectra_io import atomic_write
-
     out = Path(out)
     atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return out
