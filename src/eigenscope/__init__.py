@@ -22,7 +22,7 @@ _EXPORTS = {
     "save": "eigenscope.compression.io",
     "load": "eigenscope.compression.io",
     "evaluate": "eigenscope.evaluation",
-    "compare": "eigenscope.report.compare",
+    "compare": "eigenscope.comparison",
     "LowRankLinear": "eigenscope.nn.lowrank",
     "EigenscopeError": "eigenscope.errors",
 }

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from functools import partial
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -29,7 +30,8 @@ PENDING_BATCHES = 2          # batches per worker in flight (bounds memory)
 
 def analyze(source, *, metrics=None, layers: str | None = None, device=None,
             workers: int | None = None, seed: int = 0, precision: str = "auto",
-            save_spectra: str | os.PathLike | None = None, progress: bool = False) -> pd.DataFrame:
+            save_spectra: str | os.PathLike | None = None, return_spectra: bool = False,
+            progress: bool = False):
     """Analyse every weight matrix of `source`; return one row per matrix.
 
     source   -- an nn.Module, a Hugging Face folder, a .safetensors or .gguf file, or a
@@ -41,6 +43,7 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
                 at most 4); torch's intra-op threads are shared out among them.
     seed     -- seed of the randomization test and of sub-sampling (results are reproducible).
     save_spectra -- also write every matrix's singular values to this .safetensors file.
+    return_spectra -- return (rows, {row name: singular values, descending, float64}).
 
     >>> import torch, eigenscope
     >>> df = eigenscope.analyze(torch.nn.Sequential(torch.nn.Linear(40, 30)), metrics="norms")
@@ -71,7 +74,7 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     if save_spectra is not None:
         from .spectra_io import save_spectra as _save
         _save(save_spectra, df, spectra, source=_describe(source))
-    return df
+    return (df, spectra) if return_spectra else df
 
 
 def _run(batches, job, workers: int, bar) -> list[dict]:
@@ -122,7 +125,7 @@ def _batch_rows(batch, *, groups, seed, dev, precision, spectra) -> list[dict]:
     rows = []
     for i, (meta, W, status, warning) in enumerate(checked):
         if i in lams:
-            spectra[meta.name] = lams[i]
+            spectra[meta.name] = np.sqrt(lams[i][::-1])   # singular values, descending
         rows.append(_row(meta, W, lams.get(i), groups, seed, status, warning))
     return rows
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ._app import app
 
 SHOWN = ["name", "role", "shape", "alpha", "stable_rank", "mp_spikes", "farms_alpha", "status"]
 

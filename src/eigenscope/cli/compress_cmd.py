@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ..compression.methods import describe
+from ._app import app
+
+_METHOD_HELP = "Compression method: " + "; ".join(f"{n}: {d}" for n, d in describe().items())
 
 
 @app.command()
@@ -16,7 +19,7 @@ def compress(
     ratio: float = typer.Option(..., "--ratio", "-r", help="Fraction in (0, 1) of the targeted matrices' "
                                                            "parameters to REMOVE."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder receiving model.safetensors (+ tokenizer)."),
-    method: str = typer.Option("whiten", "--method", help="svd, asvd, fwsvd, whiten (sequential; on causal LMs weighted by the loss gradient), whiten-fisher (that weighting forced on)."),
+    method: str = typer.Option("whiten", "--method", help=_METHOD_HELP),
     allocation: str = typer.Option("global", "--allocation", help="global, knapsack, uniform, gd_rank, energy:F."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: pydoc topics)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Regex on Linear names to compress."),
@@ -34,7 +37,7 @@ def compress(
     text = _read_text(calib)
     model, tok = load_model(source)
     t0 = time.perf_counter()
-    model, plan = run(model, ratio=ratio, method=_method(method), allocation=allocation, calibration=text,
+    model, plan = run(model, ratio=ratio, method=method, allocation=allocation, calibration=text,
                       tokenizer=tok, layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple,
                       progress=True)
     path = save(model, out, plan=plan, tokenizer=tok)
@@ -67,13 +70,6 @@ def evaluate(
         if isinstance(v, float) and math.isnan(v):
             continue
         typer.echo(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v:,}")
-
-
-def _method(name: str):
-    if name == "whiten-fisher":  # loss-unit curves, sequential calibration
-        from ..compression.methods import WhitenConfig
-        return WhitenConfig(output_fisher=True)
-    return name
 
 
 def _read_text(path: Optional[Path]):

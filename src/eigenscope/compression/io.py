@@ -1,7 +1,7 @@
 """Save / load compressed models: one safetensors file, everything else in its JSON metadata.
 
 Metadata: eigenscope_format, ranks {module: rank}, plan (records), tied {alias: kept name},
-hf_config (the original config JSON) and hf_auto (AutoModelForCausalLM / AutoModel). Loading a
+hf_config (the original config JSON) and hf_class (the saved transformers class). Loading a
 HF model rebuilds it from the config, swaps in LowRankLinear of the stored ranks and loads the
 tensors: it needs eigenscope and transformers, never the original weights file.
 """
@@ -17,14 +17,16 @@ from .._io import atomic_write
 from ..errors import EigenscopeError
 from ..nn.lowrank import LowRankLinear
 from ..nn.surgery import set_module
+from ..sources.formats import SAVE_FILE, SAVE_KEY, save_metadata
+from ..sources.skeleton import config_from_dict, model_class
 
 FORMAT = "eigenscope-lowrank-1"
-FILENAME = "model.safetensors"
 
 
 def weights_file(path) -> Path:
+    """The single .safetensors file of a save at `path` (a folder or the file itself)."""
     path = Path(path)
-    return path if path.suffix == ".safetensors" else path / FILENAME
+    return path if path.suffix == ".safetensors" else path / SAVE_FILE
 
 
 def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
@@ -34,19 +36,18 @@ def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
     target = weights_file(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors, tied = _dedup(model.state_dict())
-    meta = {"eigenscope_format": FORMAT, "tied": json.dumps(tied),
+    meta = {SAVE_KEY: FORMAT, "tied": json.dumps(tied),
             "ranks": json.dumps({n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)})}
     if plan is not None:
         meta["plan"] = plan.to_json(orient="records")
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
-        from ..models import hf_auto_class
         cfg = config.to_dict()
         cfg.pop("quantization_config", None)  # the GGUF quantisation does not apply to the factors
         meta["hf_config"] = json.dumps(cfg)
-        meta["hf_auto"] = hf_auto_class(config).__name__
+        meta["hf_class"] = type(model).__name__
     atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata=meta))
-    if tokenizer is not None and target.name == FILENAME:
+    if tokenizer is not None and target.name == SAVE_FILE:
         tokenizer.save_pretrained(target.parent)
     return target
 
@@ -68,15 +69,13 @@ def _dedup(sd: dict) -> tuple[dict, dict]:
 def load(path, *, model: nn.Module | None = None) -> nn.Module:
     """The compressed model. `model` is a skeleton of the original architecture, required only
     for non-HF modules (eigenscope cannot rebuild arbitrary Python classes)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     f = weights_file(path)
     if not f.exists():
         raise EigenscopeError(f"{f}: no such file")
-    with safe_open(str(f), "pt") as fh:
-        meta = fh.metadata() or {}
-    if meta.get("eigenscope_format") != FORMAT:
+    meta = save_metadata(f) or {}
+    if meta.get(SAVE_KEY) != FORMAT:
         raise EigenscopeError(f"{f}: not written by eigenscope.save")
     if model is None:
         model = _from_config(meta, f)
@@ -101,12 +100,11 @@ def load(path, *, model: nn.Module | None = None) -> nn.Module:
 def _from_config(meta, f):
     if "hf_config" not in meta:
         raise EigenscopeError(f"{f}: not a Hugging Face model; pass load(path, model=skeleton)")
-    import transformers as tf
-
     cfg = json.loads(meta["hf_config"])
-    config = tf.AutoConfig.for_model(**cfg)
-    auto = getattr(tf, meta.get("hf_auto", "AutoModel"))
-    return auto.from_config(config, dtype=getattr(torch, str(cfg.get("dtype") or "float32").replace("torch.", "")))
+    config = config_from_dict(cfg)
+    cls = model_class(config, meta.get("hf_class"))
+    dtype = getattr(torch, str(cfg.get("dtype") or "float32").replace("torch.", ""))
+    return cls._from_config(config, dtype=dtype)
 
 
 def _has_bias(m):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..errors import ArgumentError
 
 
 class LowRankLinear(nn.Module):
@@ -26,7 +27,7 @@ class LowRankLinear(nn.Module):
         """Build from B (m, r) and A (r, n): W' = B @ A."""
         (m, r), (r2, n) = B.shape, A.shape
         if r != r2:
-            raise ValueError(f"factor shapes do not chain: B {tuple(B.shape)}, A {tuple(A.shape)}")
+            raise ArgumentError(f"factor shapes do not chain: B {tuple(B.shape)}, A {tuple(A.shape)}")
         mod = cls(n, m, r, bias=bias is not None, device=A.device, dtype=A.dtype)
         with torch.no_grad():
             mod.down.weight.copy_(A)  # (r, n)

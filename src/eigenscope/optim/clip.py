@@ -7,6 +7,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from eigenscope.linalg import hard_clip, soft_clip
+from ..errors import ArgumentError
 
 
 def _clip(U: torch.Tensor, c: float, mode: str) -> torch.Tensor:
@@ -44,9 +45,9 @@ class SpectralClip:
     def __init__(self, base_optimizer: torch.optim.Optimizer, c: float = 1e-2, *,
                  mode: str = "soft", pre_clip: float | None = None):
         if mode not in ("soft", "hard"):
-            raise ValueError(f"mode must be 'soft' or 'hard', not {mode!r}")
+            raise ArgumentError(f"mode must be 'soft' or 'hard', not {mode!r}")
         if not c > 0:
-            raise ValueError(f"c must be positive, got {c}")
+            raise ArgumentError(f"c must be positive, got {c}")
         self.base, self.c, self.mode, self.pre_clip = base_optimizer, float(c), mode, pre_clip
         self._post_hooks: OrderedDict = OrderedDict()
 

@@ -60,7 +60,7 @@ def build_report(df: pd.DataFrame, spectra=None, *, title: str = "eigenscope rep
 def report_from_source(source, out, *, title: str | None = None, plots="flagged",
                        max_images: int = MAX_IMAGES, **analyze_kw) -> Path:
     """Analyse a model (or read a saved analysis) and write its report to `out`."""
-    from .inputs import load_any
+    from ..analysis.saved import load_any
 
     df, sv, desc = load_any(source, **analyze_kw)
     build_report(df, sv, title=title or f"eigenscope report: {Path(str(desc)).name}", out=out,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from eigenscope.nn.lowrank import LowRankLinear
+from ..errors import ArgumentError
 
 # Not re-parameterised by default: input embeddings and output heads.
 EXCLUDE = r"(^|\.)(lm_head|embed_out|embed_tokens|wte|wpe|output|head|classifier|score)$"
@@ -99,7 +100,7 @@ def wrap(module: nn.Module, *, top_k_couplings: int = 0) -> SVLinear:
         (U, s, V), kind, bias = _svd_linear(module), "linear", module.bias
         dtype = module.weight.dtype
     else:
-        raise TypeError(f"cannot wrap {type(module).__name__}: nn.Linear or LowRankLinear only")
+        raise ArgumentError(f"cannot wrap {type(module).__name__}: nn.Linear or LowRankLinear only")
     bias = None if bias is None else bias.detach()
     return SVLinear(U.to(dtype), s.to(dtype), V.to(dtype), bias, kind=kind,
                     top_k_couplings=top_k_couplings)
