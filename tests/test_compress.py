@@ -8,7 +8,7 @@ from torch import nn
 import eigenscope
 from eigenscope.compression.api import compress
 from eigenscope.compression.io import load, save
-from eigenscope.compression.methods import ASVDConfig, FWSVDConfig, SVDConfig, WhitenConfig
+from eigenscope.compression.methods import WhitenConfig
 from eigenscope.compression.methods import names as method_names, resolve
 from eigenscope.compression.registry import CallState, LayerStats, PairStats, register
 from eigenscope.errors import EigenscopeError
@@ -133,16 +133,19 @@ def _stats(W, X, m):
                       d_out=torch.rand(m, generator=g, dtype=torch.float64) + 0.5)
 
 
-@pytest.mark.parametrize("cfg", [SVDConfig(), ASVDConfig(), FWSVDConfig(), WhitenConfig(sequential=False),
-                                 WhitenConfig(sequential=False, output_fisher=True)])
+@pytest.mark.parametrize("method", method_names())
 @pytest.mark.parametrize("shape", [(12, 7), (7, 12), (9, 9)])
-def test_full_rank_reproduces_w(cfg, shape):
+def test_full_rank_reproduces_w(method, shape):
+    """Every registered method, given every statistic, is exact at full rank."""
     m, n = shape
     W = torch.randn(m, n, dtype=torch.float64)
     X = torch.randn(n, 50, dtype=torch.float64)
-    cfg, handler = resolve(cfg)
+    cfg, handler = resolve(method)
+    cfg = handler.prepare(cfg, toy())
     B, A = handler.factors(cfg, W, _stats(W, X, m), min(m, n))
     assert torch.allclose(B @ A, W, atol=1e-9)
+    s = handler.spectrum(cfg, W, _stats(W, X, m))
+    assert s.shape == (min(m, n),) and bool((s[:-1] >= s[1:] - 1e-9).all())
 
 
 @pytest.mark.parametrize("name", method_names())
@@ -273,6 +276,20 @@ def test_singular_gram_falls_back_gracefully():
     """All calibration tokens identical: G has rank 1; whiten still compresses, outputs finite."""
     model, plan = compress(toy(), ratio=0.3, calibration=torch.full((6, 8), 3), multiple=1)
     assert torch.isfinite(model(ids(2, 5))).all()
+
+
+def test_gd_rank_allocation_is_the_analysis_column():
+    """allocation="gd_rank" with plain SVD keeps exactly the analysis's gd_rank per matrix."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 50))
+    with torch.no_grad():  # noise plus a planted rank-5 part: a threshold strictly inside
+        for lin in (net[0], net[2]):
+            m, n = lin.weight.shape
+            lin.weight.copy_(0.1 * torch.randn(m, n) + torch.randn(m, 5) @ torch.randn(5, n) / 3)
+    rows = eigenscope.analyze(net, metrics="mp").set_index("name")["gd_rank"]
+    _, plan = compress(net, allocation="gd_rank", method="svd", multiple=1)
+    for _, row in plan.iterrows():
+        assert row["rank"] == rows[row.layer + ".weight"] == 5
 
 
 def test_int_and_energy_ranks():

@@ -27,6 +27,7 @@ def is_spectra_file(path: Path) -> bool:
 
 
 def is_analysis(source) -> bool:
+    """True when `source` names a saved analysis (a table file or a spectra file), not a model."""
     if not isinstance(source, (str, os.PathLike)):
         return False
     path = Path(source)

@@ -13,8 +13,10 @@ SHOWN = ["name", "role", "shape", "alpha", "stable_rank", "mp_spikes", "farms_al
 
 @app.command()
 def analyze(
-    source: str = typer.Argument(..., help="nn.Module checkpoint folder, .safetensors, .gguf, or a "
-                                          "built-in name: smollm2-135m, minilm-l6."),
+    source: str = typer.Argument(..., help="A Hugging Face folder (safetensors or weights-only .bin), "
+                                          "a .safetensors or .gguf file, a model written by "
+                                          "`eigenscope compress`, or a built-in name: smollm2-135m, "
+                                          "minilm-l6."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write all rows to .csv, .json or .parquet."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated metric groups or columns "
@@ -97,10 +99,13 @@ def _pick_rows(df, rows: int):
 
 
 def _print_summary(s, elapsed: float) -> None:
+    from ..analysis.schema import ALPHA_BAND
+
+    lo, hi = (f"{a:g}" for a in ALPHA_BAND)
     typer.echo(
         f"{s['matrices']} matrices ({s['bad']} bad) in {elapsed:.1f} s | alpha median "
-        f"{_fmt(s['alpha_median'])} over {s['alpha_fitted']} fits | under-trained (alpha>6) "
-        f"{s['under_trained']} | over-fit (alpha<2) {s['over_fit']} | correlation traps "
+        f"{_fmt(s['alpha_median'])} over {s['alpha_fitted']} fits | under-trained (alpha>{hi}) "
+        f"{s['under_trained']} | over-fit (alpha<{lo}) {s['over_fit']} | correlation traps "
         f"{s['correlation_traps']}")
 
 

@@ -124,9 +124,11 @@ class GramHooks:
         return hook
 
     def new_batch(self):
+        """Forget the previous batch's shared products (call before each batch)."""
         self.cache.clear()
 
     def remove(self):
+        """Detach the hooks and drop cached products."""
         for h in self.handles:
             h.remove()
         self.cache.clear()

@@ -40,16 +40,28 @@ STATISTICS = {
 class Method(Protocol):
     """What a compression method offers the generic code (see the module docstring)."""
 
-    def needs(self, cfg) -> frozenset: ...
-    def prepare(self, cfg, model): ...
-    def sequential(self, cfg) -> bool: ...
-    def loss_units(self, cfg) -> bool: ...
-    def spectrum(self, cfg, W, st, *, layer: str = "", state=None) -> torch.Tensor: ...
-    def factors(self, cfg, W, st, rank: int, *, layer: str = "", state=None): ...
+    def needs(self, cfg) -> frozenset:
+        """Statistics the method reads for `cfg`: a subset of STATISTICS."""
+
+    def prepare(self, cfg, model):
+        """`cfg` with its automatic options resolved against `model` (called before `needs`)."""
+
+    def sequential(self, cfg) -> bool:
+        """Whether block l+1 is calibrated on the outputs of the already compressed blocks."""
+
+    def loss_units(self, cfg) -> bool:
+        """Whether spectra of different matrices share one unit (the model's loss)."""
+
+    def spectrum(self, cfg, W, st, *, layer: str = "", state=None) -> torch.Tensor:
+        """Values s (descending) whose tail sums sum_{i>=r} s_i^2 are the loss of rank r."""
+
+    def factors(self, cfg, W, st, rank: int, *, layer: str = "", state=None):
+        """(B (m, r), A (r, n)) minimising the method's loss at rank r, float64."""
 
 
-class MethodBase:
-    """Defaults of the Method protocol: NEEDS as declared, nothing to prepare, one pass."""
+class MethodBase(Method):
+    """Defaults of the Method protocol: NEEDS as declared, nothing to prepare, one pass,
+    normalised losses. A handler subclasses it and implements `spectrum` and `factors`."""
 
     NEEDS: ClassVar[frozenset] = frozenset()
 
@@ -144,6 +156,7 @@ class LayerStats:
     cache: dict = field(default_factory=dict)   # spectra by method config, reused across ratios
 
     def require(self, what: str, layer: str) -> torch.Tensor:
+        """The statistic `what`, or a one-line error naming the layer when it is missing or not finite."""
         value = getattr(self, what)
         if value is None:
             raise EigenscopeError(f"{layer}: calibration statistic {what!r} missing")
@@ -177,4 +190,5 @@ class CallState:
         return hit[1]
 
     def note(self, layer: str, **values) -> None:
+        """Record values for `layer` (they become columns of the plan)."""
         self.notes.setdefault(layer, {}).update(values)

@@ -82,10 +82,12 @@ class SpectralMonitor:
         return make_callback(self)
 
     def overhead(self) -> float:
+        """Share of the training time spent in the monitor so far."""
         total = self.own_time + self.train_time
         return self.own_time / total if total > 0 else 0.0
 
     def dataframe(self):
+        """Every recorded measurement, one row per (step, matrix)."""
         import pandas as pd
         return pd.DataFrame(self.rows)
 

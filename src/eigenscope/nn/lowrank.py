@@ -53,9 +53,11 @@ class LowRankLinear(nn.Module):
         return self.up(self.down(x))  # (.., n) -> (.., r) -> (.., m)
 
     def dense_weight(self) -> torch.Tensor:
+        """The dense (out, in) weight up @ down this layer stands for."""
         return self.up.weight @ self.down.weight  # (m, r) @ (r, n)
 
     def to_dense(self) -> nn.Linear:
+        """An nn.Linear with the dense weight and the bias (a copy)."""
         lin = nn.Linear(self.in_features, self.out_features, bias=self.up.bias is not None,
                         device=self.up.weight.device, dtype=self.up.weight.dtype)
         with torch.no_grad():

@@ -65,15 +65,19 @@ class SpectralClip:
         return self.base.defaults
 
     def zero_grad(self, set_to_none: bool = True):
+        """The wrapped optimiser's zero_grad."""
         self.base.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self):
+        """The wrapped optimiser's state dict (the clip itself holds no state)."""
         return self.base.state_dict()
 
     def load_state_dict(self, state_dict):
+        """Load the wrapped optimiser's state."""
         self.base.load_state_dict(state_dict)
 
     def add_param_group(self, group):
+        """Add a parameter group to the wrapped optimiser."""
         self.base.add_param_group(group)
 
     def register_step_post_hook(self, hook) -> RemovableHandle:
@@ -92,6 +96,7 @@ class SpectralClip:
 
     @torch.no_grad()
     def step(self, closure=None):
+        """The wrapped optimiser's step, then each 2-D update replaced by its spectral clip."""
         params = self._matrices()
         if self.pre_clip is not None and params:
             grads = _batched([p.grad for p in params], lambda G: soft_clip(G, self.pre_clip))

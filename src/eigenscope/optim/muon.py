@@ -21,6 +21,7 @@ from ..errors import ArgumentError
 
 
 def adjusted_lr(lr: float, shape, adjust_lr_fn: str | None = "original") -> float:
+    """Learning rate for a (rows, cols) matrix under the chosen adjustment rule."""
     m, n = shape[:2]
     if adjust_lr_fn in (None, "original"):
         return lr * math.sqrt(max(1.0, m / n))

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from .._io import atomic_write
-from .build import asset
+from .build import asset, facts
 
 
 def _finite(x):
@@ -29,6 +29,7 @@ def _script_json(data) -> str:
 
 def render_page(data: dict) -> str:
     """The whole page: template + inline CSS + inline JS + data. Nothing is fetched."""
+    data = {**data, "facts": facts()}
     values = {"CSS": asset("report.css"), "JS": asset("report.js"),
               "TITLE": html.escape(data.get("title", "eigenscope report")), "DATA": _script_json(data)}
     # one pass over the template only: text inserted for one placeholder is never re-scanned
@@ -37,6 +38,7 @@ def render_page(data: dict) -> str:
 
 
 def write_page(text: str, out) -> Path:
+    """Write a page atomically to `out`."""
     out = Path(out)
     atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return out

@@ -12,6 +12,6 @@ DEVELOPERS.md). Everything else in this package is internal.
 from __future__ import annotations
 
 from .base import Source, TensorInfo
-from .dispatch import open_source
+from .formats import open_source
 
 __all__ = ["open_source", "Source", "TensorInfo"]

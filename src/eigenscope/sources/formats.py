@@ -1,6 +1,7 @@
 """What a model spec names, decided in one place: a built-in name, a folder, a file, and of
 which format. `open_source` (tensor by tensor) and `load_model` (a whole model) both dispatch on
-`detect`, and "is this an eigenscope save?" is answered only here (`save_metadata`).
+`detect`, and "is this an eigenscope save?" is answered only here (`save_metadata`). A new file
+format is its Source class plus its entries here (SUFFIXES or MAGIC, and `_open_path`).
 
     >>> from pathlib import Path
     >>> detect_suffix(Path("m.gguf")), detect_suffix(Path("w.safetensors")), detect_suffix(Path("x.txt"))
@@ -13,12 +14,16 @@ import os
 from pathlib import Path
 
 from ..errors import SourceError
+from .base import Source
 from .builtin import BUILTINS, resolve_builtin
 
 SAVE_KEY = "eigenscope_format"        # metadata key present in every eigenscope save
 SAVE_FILE = "model.safetensors"       # a single-file save inside its folder
 SAVE_INDEX = "model.safetensors.index.json"
 GGUF_MAGIC, ZIP_MAGIC = b"GGUF", b"PK\x03\x04"
+SUFFIXES = {".safetensors": "safetensors", ".gguf": "gguf", ".bin": "torch", ".pt": "torch",
+            ".pth": "torch"}
+MAGIC = {GGUF_MAGIC: "gguf", ZIP_MAGIC: "torch"}
 
 
 def locate(spec) -> Path:
@@ -53,18 +58,14 @@ def detect(path: Path) -> str:
 
 
 def detect_suffix(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix in (".safetensors", ".gguf"):
-        return suffix[1:]
-    if suffix in (".bin", ".pt", ".pth"):
-        return "torch"
-    return None
+    """The format a file's suffix names, or None."""
+    return SUFFIXES.get(path.suffix.lower())
 
 
 def _detect_magic(path: Path) -> str | None:
     with open(path, "rb") as f:
         head = f.read(4)
-    return {GGUF_MAGIC: "gguf", ZIP_MAGIC: "torch"}.get(head)
+    return MAGIC.get(head)
 
 
 def save_metadata(path) -> dict | None:
@@ -99,3 +100,36 @@ def _index_metadata(index: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
         return None
     return meta if isinstance(meta, dict) and SAVE_KEY in meta else None
+
+
+def open_source(spec) -> Source:
+    """Open `spec` (a Source, nn.Module, path or built-in name) as a lazily read Source.
+
+    >>> import torch
+    >>> [t.name for t in open_source(torch.nn.Linear(3, 2)).tensors()]
+    ['weight', 'bias']
+    """
+    import torch
+
+    if isinstance(spec, Source):
+        return spec
+    if isinstance(spec, torch.nn.Module):
+        from .module import ModuleSource
+        return ModuleSource(spec)
+    path = locate(spec)
+    return _open_path(path, detect(path))
+
+
+def _open_path(path: Path, kind: str) -> Source:
+    if kind in ("hf", "save") and (path.is_dir() or path.name.endswith(".json")):
+        from .hf_folder import open_folder
+        return open_folder(path if path.is_dir() else path.parent)
+    if kind in ("safetensors", "save"):
+        from .hf_folder import config_flags
+        from .safetensors_file import SafetensorsSource
+        return SafetensorsSource([path], **config_flags(path.parent))
+    if kind == "gguf":
+        from .gguf_file import GGUFSource
+        return GGUFSource(path)
+    from .hf_folder import TorchBinSource, config_flags
+    return TorchBinSource([path], **config_flags(path.parent))

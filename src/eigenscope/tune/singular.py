@@ -69,6 +69,7 @@ class SVLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def dense_weight(self) -> torch.Tensor:
+        """The dense weight U diag(s) V^T (+ couplings) this layer stands for."""
         return self.U @ self.core() @ self.V.T                     # (m, r)(r, r)(r, n)
 
     def extra_repr(self) -> str:
