@@ -9,14 +9,16 @@ byte budget:
                            + 24 M^2 (Gram, float64 refinement and eigvalsh workspace,
                            M = min(m, n)) + [randomize: 8 m n + 24 M^2 (the shuffled copy,
                            its permutation and its own eigenproblem)]
-Batches are at most max_memory / (workers + 1) bytes, so that every worker can hold one while
-the next is read.
+Batches are at most max_memory / (workers + 1) working bytes, so that every worker can hold one
+while the next is read; matrices of more than BATCH_BYTES are never batched (batching only
+saves per-call overhead, which large eigenproblems do not feel).
 """
 from __future__ import annotations
 
 from ..sources.matrices import MatrixMeta
 
 BATCH_MAX = 16               # matrices of one shape per eigvalsh call
+BATCH_BYTES = 64 * 2**20     # matrices larger than this go alone: batching saves only call overhead
 
 
 def working_bytes(meta: MatrixMeta, groups) -> int:
@@ -40,6 +42,9 @@ def plan_batches(plan: list[MatrixMeta], groups, *, limit: int, workers: int
     done: list[tuple[int, list[MatrixMeta], int]] = []
     for i, meta in enumerate(plan):
         key, cost = (meta.rows, meta.cols), working_bytes(meta, groups)
+        if 4 * meta.numel > BATCH_BYTES:
+            done.append((i, [meta], cost))
+            continue
         cur = open_.get(key)
         if cur is not None and (len(cur[1]) >= BATCH_MAX or cur[2] + cost > cap):
             done.append(open_.pop(key))

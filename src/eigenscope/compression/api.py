@@ -219,6 +219,7 @@ class StatsCache:
     def __init__(self, *, max_memory=None, offload_dir=None):
         self.curves: dict = {}
         self.stats: dict = {}
+        self.key = None          # (method config, layers) the statistics belong to
         self.spill = Spill(memory_budget(max_memory), offload_dir)
 
     def close(self) -> None:

@@ -99,7 +99,7 @@ class Stack:
                 h = st.x.detach().requires_grad_(True)
                 for _, stub in stubs:
                     stub.h = h
-                summed_loss(self.model, st.batch).backward()
+                summed_loss(self.model, _without_embedding(self.model, st.batch, h)).backward()
                 grads.append(h.grad.detach())
         finally:
             for name, block in originals:
@@ -107,10 +107,24 @@ class Stack:
         return grads
 
 
+def _without_embedding(model: nn.Module, batch, h: torch.Tensor):
+    """The batch with dummy inputs_embeds in place of its ids where the model takes them: the
+    stubs ignore their input, so the token embedding need not be in memory."""
+    import inspect
+    if not isinstance(batch, torch.Tensor) or batch.is_floating_point() or \
+            "inputs_embeds" not in inspect.signature(model.forward).parameters:
+        return batch
+    return {"inputs_embeds": torch.zeros_like(h.detach()), "labels_from": batch}
+
+
 def summed_loss(model: nn.Module, batch) -> torch.Tensor:
     """The batch's language-model loss summed over tokens (its gradients are per-token ones),
     or a one-line error for a model that returns none."""
-    ids = lm_labels(batch)
+    if isinstance(batch, dict) and "labels_from" in batch:   # dummy embeddings, ids as labels
+        batch = dict(batch)
+        ids = batch.pop("labels_from")
+    else:
+        ids = lm_labels(batch)
     try:
         out = call_model(model, batch, labels=ids)
     except TypeError:

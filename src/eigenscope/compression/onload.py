@@ -56,9 +56,20 @@ class FromSource:
         self.blocks = list(names)
 
     def _names(self, part) -> list[str]:
-        if part == "frame":
-            return self.filler.names(exclude=self.blocks)
-        return self.filler.names([part])
+        """Parameter names of a part: a block, the "frame" (all outside the blocks), or the
+        frame without the output head ("frame-in", to run up to block 0) or without the input
+        embedding ("frame-out", for the top: the head gets dummy inputs_embeds)."""
+        if part not in ("frame", "frame-in", "frame-out"):
+            return self.filler.names([part])
+        names = self.filler.names(exclude=self.blocks)
+        skip = _embedding_params(self.model, "out" if part == "frame-in" else "in") \
+            if part != "frame" else set()
+        return [n for n in names if id(self.filler.get(n)) not in skip or n in self._shared()]
+
+    def _shared(self) -> set[str]:
+        """Names of parameters that are both input and output embedding (tied heads)."""
+        both = _embedding_params(self.model, "in") & _embedding_params(self.model, "out")
+        return {n for n in self.filler.names(exclude=self.blocks) if id(self.filler.get(n)) in both}
 
     def load(self, part) -> None:
         """Read `part`'s parameters from the files into the skeleton."""
@@ -71,7 +82,7 @@ class FromSource:
         if keep:
             return
         self.filler.release(self._names(part))
-        if part != "frame":
+        if not part.startswith("frame"):
             for mod in self.model.get_submodule(part).modules():
                 for leaf, p in mod._parameters.items():
                     if p is not None and p.device.type != "meta":
@@ -92,6 +103,16 @@ class FromSource:
     def close(self) -> None:
         """Close the files."""
         self.source.close()
+
+
+def _embedding_params(model: nn.Module, side: str) -> set[int]:
+    """ids of the parameters of a transformers model's input ("in") or output ("out") embedding."""
+    get = getattr(model, "get_input_embeddings" if side == "in" else "get_output_embeddings", None)
+    try:
+        mod = get() if get is not None else None
+    except (NotImplementedError, AttributeError):
+        mod = None
+    return {id(p) for p in mod.parameters()} if isinstance(mod, nn.Module) else set()
 
 
 def _config_and_tokenizer(path: Path):

@@ -61,7 +61,12 @@ class Pipeline:
     # ---- 1. statistics and curves ---------------------------------------------------------
     def curves(self) -> dict[str, Curve]:
         """Every target's loss curve (from the cache when it has them)."""
+        key = (repr(self.job.cfg), self.job.layers)
         if self.cache is not None and self.cache.curves:
+            if self.cache.key != key:
+                from ..errors import ArgumentError
+                raise ArgumentError(f"this StatsCache holds statistics of {self.cache.key[0]} "
+                                    f"(layers={self.cache.key[1]!r}); use a new one for {key[0]}")
             self.stats = self.cache.stats
             return self.cache.curves
         needs = self.job.handler.needs(self.job.cfg)
@@ -77,14 +82,14 @@ class Pipeline:
                                                  enabled=self.job.progress)):
                 self._in_block(bname, lambda: self._block_curves(i, curves))
         if self.cache is not None:
-            self.cache.curves, self.cache.stats = curves, self.stats
+            self.cache.curves, self.cache.stats, self.cache.key = curves, self.stats, key
         return curves
 
     def _enter(self) -> list:
         """States entering block 0, their hidden states stored in the spill."""
-        self.on.load("frame")
+        self.on.load("frame-in")
         states = self.stack.enter(self.batches)
-        self.on.unload("frame")
+        self.on.unload("frame-in")
         for i, st in enumerate(states):
             if st.x is not None:
                 self.spill.put(("h", 0, i), st.x)
@@ -122,7 +127,7 @@ class Pipeline:
                 self._in_block(bname, lambda: [self._advance(l, i, st, keep_input=True)
                                                for i, st in enumerate(states)], grad=False)
             last = len(self.stack.blocks)
-            self._in_block("frame", lambda: self._top_grads(states[:n_grad], last), grad=True)
+            self._in_block("frame-out", lambda: self._top_grads(states[:n_grad], last), grad=True)
         blocks = list(enumerate(self.stack.blocks))[::-1]
         for l, (bname, _) in track(blocks, "gradients", unit="block", enabled=self.job.progress):
             self._in_block(bname, lambda: self._backward_block(l, states, n_grad, needs, curves),
