@@ -52,6 +52,13 @@ def default_class_name(config) -> str:
     return name if isinstance(name, str) else name[0]
 
 
+def saved_class_name(config) -> str | None:
+    """The checkpoint's own class (config.architectures) when the allow-list permits it."""
+    names = [n for n in getattr(config, "architectures", None) or []
+             if n in allowed_classes(config.model_type)]
+    return names[0] if names else None
+
+
 def model_class(config, name: str | None = None):
     """The transformers class for `config`: `name` (e.g. the class that was saved) when the
     allow-list permits it for this model type, else `default_class_name(config)`."""
