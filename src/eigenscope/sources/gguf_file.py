@@ -11,6 +11,7 @@ spectra, equal the Hugging Face checkpoint's and `compare` can match their subsp
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -58,26 +59,29 @@ class GGUFSource(Source):
         for t in tensors:
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # (ne1, ne0) = (out, in)
             qtype = _PLAIN.get(t.tensor_type.name, t.tensor_type.name)
-            name = names.get(t.name) or gguf_to_hf(t.name, self.arch)
-            if isinstance(name, list) and len(shape) == 3 and len(name) == shape[0]:
-                for e, expert in enumerate(name):  # stacked experts: one checkpoint tensor each
-                    self._by_name[expert] = (t, e)
+            known = names.get(t.name)
+            if isinstance(known, list) and len(shape) == 3 and len(known) == shape[0]:
+                for e, (expert, _) in enumerate(known):  # stacked experts: one tensor each
+                    self._by_name[expert] = (t, e, shape[1:])
                     self._infos.append(TensorInfo(expert, shape[1:], qtype, "linear"))
                 continue
-            name = name if isinstance(name, str) else gguf_to_hf(t.name, self.arch)
-            self._by_name[name] = (t, None)
-            self._infos.append(TensorInfo(name, shape, qtype, layout_from_name(name, len(shape))))
+            name, stored = known if isinstance(known, tuple) else (gguf_to_hf(t.name, self.arch), shape)
+            if math.prod(stored) != math.prod(shape):
+                stored = shape
+            # read in the checkpoint's shape: a (1, hidden) router is a vector in GGUF
+            self._by_name[name] = (t, None, stored)
+            self._infos.append(TensorInfo(name, stored, qtype, layout_from_name(name, len(stored))))
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        t, expert = self._by_name[name]
+        t, expert, shape = self._by_name[name]
         if expert is not None:  # one expert of a stacked tensor: decode it once for all experts
             if self._last[0] is not t:
                 self._last = (t, self._decode(t, name))
             return self._last[1][expert]
-        return self._decode(t, name)
+        return self._decode(t, name).reshape(shape)
 
     def _decode(self, t, name: str) -> torch.Tensor:
         from gguf.quants import dequantize

@@ -20,7 +20,9 @@ _SUFFIX = (".weight", ".bias")
 
 
 def gguf_checkpoint_names(reader, arch: str, experts: int | None = None) -> dict | None:
-    """{GGUF name: checkpoint name, or [checkpoint name of expert e, ...]}; None when unknown.
+    """{GGUF name: (checkpoint name, checkpoint shape), or a list of them, one per expert of a
+    stacked tensor}; None when unknown. Shapes come from the config and may be wrong where
+    transformers' table misses a key: use one only when its number of elements agrees.
     `experts`: the file's "<arch>.expert_count" (transformers does not read it for "llama")."""
     try:
         import gguf
@@ -43,9 +45,9 @@ def gguf_checkpoint_names(reader, arch: str, experts: int | None = None) -> dict
         if g is None:
             continue
         if m:
-            out.setdefault(g + suffix, {})[int(m.group(1))] = name
+            out.setdefault(g + suffix, {})[int(m.group(1))] = (name, piece.shape)
         else:
-            out[g + suffix] = name
+            out[g + suffix] = (name, piece.shape)
     return {k: [v[e] for e in sorted(v)] if isinstance(v, dict) else v for k, v in out.items()}
 
 
