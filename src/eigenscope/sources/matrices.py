@@ -5,7 +5,8 @@ Rules (methods.md: a matrix is m x n = out x in):
 - GPT-2 Conv1D weights (stored in x out) transposed;
 - Conv1d/Conv2d weights (out, in, *k) reshaped to (out, in * prod(k));
 - 3-D mixture-of-experts tensors (experts, out, in): one row per expert, named "<tensor>.expert{e}"
-  (per-expert 2-D tensors, "experts.5.w1.weight", keep their name and get expert 5);
+  (per-expert 2-D tensors, "experts.5.w1.weight", keep their name and get expert 5; a module's
+  fused experts are read under those per-expert names when its checkpoint stores them so);
 - 1-D tensors (norms, biases), biases of any rank, buffers and integer tensors are skipped;
 - tied weights once (see `iter_matrices`).
 """
