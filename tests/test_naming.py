@@ -108,6 +108,19 @@ def test_a_conversion_that_computes_is_read_through_transformers_and_refused_by_
         computed[0].view(torch.empty(1))
 
 
+def test_a_conversion_transformers_cannot_revert_keeps_module_names_with_a_warning(monkeypatch):
+    import transformers.core_model_loading as cml
+
+    def refuse(model, state_dict):
+        raise ValueError("Cannot reverse the transform with TP or quantization")
+
+    monkeypatch.setattr(cml, "revert_weight_conversion", refuse)
+    model = BY_NAME["mixtral"].model()
+    with pytest.warns(UserWarning, match="cannot revert its weight conversions .ValueError"):
+        names = [i.name for i in open_source(model).tensors()]
+    assert "model.layers.0.mlp.experts.gate_up_proj" in names
+
+
 def test_a_model_loaded_by_transformers_reads_as_the_folder_it_came_from(tmp_path):
     BY_NAME["qwen2-moe"].model().save_pretrained(tmp_path)
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)

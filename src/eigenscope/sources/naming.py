@@ -30,6 +30,7 @@ Filling a weightless skeleton from checkpoint files (one parameter at a time)::
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,6 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import EigenscopeError
+from .base import error_line
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,13 @@ def _revert(model: nn.Module, stored: dict) -> dict:
         return dict(stored)
     if not isinstance(model, PreTrainedModel):
         return dict(stored)
-    with _KeepViews():
-        return dict(revert_weight_conversion(model, dict(stored)))
+    try:
+        with _KeepViews():
+            return dict(revert_weight_conversion(model, dict(stored)))
+    except Exception as e:  # e.g. quantized weights transformers itself cannot revert
+        warnings.warn(f"{type(model).__name__}: transformers cannot revert its weight "
+                      f"conversions ({error_line(e)}); its tensors keep the module's names")
+        return dict(stored)
 
 
 class _KeepViews(torch.overrides.TorchFunctionMode):
