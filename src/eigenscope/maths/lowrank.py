@@ -69,14 +69,25 @@ def truncate_scaled(W: torch.Tensor, rank: int, *, left: torch.Tensor | None = N
     return B / lw[:, None], A / rw  # undo the scaling on each side
 
 
+def _whitened_left(DW: torch.Tensor, G: torch.Tensor, rank: int, L: torch.Tensor | None):
+    """(U_r, t): top left singular vectors and all singular values of D W L, L L^T = G.
+
+    A wide (or square) D W needs no L: (D W L)(D W L)^T = D W G W^T D, an m x m eigenproblem,
+    so the n x n eigendecomposition of G is skipped. A tall one goes through L (n x n)."""
+    m, n = DW.shape
+    if m <= n and L is None:
+        K = DW @ G.double() @ DW.T                              # (m, m)
+        ev, Q = torch.linalg.eigh(0.5 * (K + K.T))
+        return Q.flip(1)[:, :rank], ev.flip(0).clamp_min(0).sqrt()
+    return top_left_singular(DW @ (whitening_factor(G) if L is None else L), rank)
+
+
 def whitened_spectrum(W: torch.Tensor, G: torch.Tensor, d_out: torch.Tensor | None = None, *,
                       L: torch.Tensor | None = None) -> torch.Tensor:
     """Singular values t of D W L: the loss of rank r is exactly sum_{i>r} t_i^2.
     L (n, n) = whitening_factor(G) may be passed in when several matrices share G."""
-    M = W.double() @ (whitening_factor(G) if L is None else L)  # (m, n)
-    if d_out is not None:
-        M = d_out.double()[:, None] * M
-    return top_left_singular(M, 0)[1]
+    DW = W.double() if d_out is None else d_out.double()[:, None] * W.double()  # (m, n)
+    return _whitened_left(DW, G, 0, L)[1]
 
 
 def truncate_whiten(W: torch.Tensor, G: torch.Tensor, rank: int, *, d_out: torch.Tensor | None = None,
@@ -88,7 +99,7 @@ def truncate_whiten(W: torch.Tensor, G: torch.Tensor, rank: int, *, d_out: torch
     """
     W = W.double()
     DW = W if d_out is None else d_out.double()[:, None] * W  # (m, n)
-    U, t = top_left_singular(DW @ (whitening_factor(G) if L is None else L), rank)  # U (m, r)
+    U, t = _whitened_left(DW, G, rank, L)                      # U (m, r)
     A = U.T @ DW                                               # (r, n)
     B = U if d_out is None else U / d_out.double()[:, None]    # (m, r)
     return B, A, t

@@ -62,20 +62,39 @@ def iter_matrices(source: Source, *,
     by the source; a folder whose config says tie_word_embeddings marks lm_head as tied to the
     embedding (TensorInfo.tied_to), and a GGUF file without output.weight simply has no head.
     Files that store the same embedding/head matrix under two names without saying so are caught
-    at read time: each embed/head tensor's bytes are hashed (blake2b, no copy) and a tensor whose
-    hash was already seen is skipped. Only embed/head tensors are hashed: that is where ties
-    happen, and equal blocks elsewhere (e.g. two zero-initialised layers) are distinct matrices.
+    at read time (see `read_matrices`).
     """
     seen: set[bytes] = set()
-    for info, metas in _selected(source, layers):
-        t = source.read(info.name)
-        if metas[0].role in ("embed", "head"):
+    for _, metas in _selected(source, layers):
+        yield from read_matrices(source, metas, seen)
+
+
+def read_matrices(source: Source, metas: list[MatrixMeta],
+                  seen: set[bytes]) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
+    """(meta, float32 matrix) of the given rows, reading each of their tensors once.
+
+    Each embed/head tensor's bytes are hashed (blake2b, no copy) into `seen`, and a tensor whose
+    hash was already seen is skipped: files that store one matrix under two names without saying
+    so give one row. Only embed/head tensors are hashed: that is where ties happen, and equal
+    blocks elsewhere (e.g. two zero-initialised layers) are distinct matrices. A row of a 3-D
+    expert tensor is copied out, so the whole tensor is not kept alive by one expert's matrix.
+    """
+    by_tensor: dict[str, list[MatrixMeta]] = {}
+    for meta in metas:
+        by_tensor.setdefault(meta.tensor, []).append(meta)
+    infos = {i.name: i for i in source.tensors() if i.name in by_tensor}
+    for name, rows in by_tensor.items():
+        t = source.read(name)
+        if rows[0].role in ("embed", "head"):
             digest = _digest(t)
             if digest in seen:
                 continue
             seen.add(digest)
-        for meta in metas:
-            yield meta, to_matrix(t, info.layout, meta.expert).to(torch.float32)
+        for meta in rows:
+            W = to_matrix(t, infos[name].layout, meta.expert)
+            W = W.to(torch.float32)
+            yield meta, (W.clone() if infos[name].layout == "moe" and W.dtype == t.dtype else W)
+        del t
 
 
 def _selected(source: Source, layers: str | None):
