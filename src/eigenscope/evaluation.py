@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .inputs import HELD_OUT_SKIP, call_model, text_windows
+from .inputs import HELD_OUT_SKIP, call_model, text_windows, tokenizer_for
 from .errors import EigenscopeError
 
 
@@ -32,6 +32,8 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
     if reference is not None and not isinstance(reference, torch.nn.Module):
         reference, tok = load_model(reference)
         tokenizer = tokenizer or tok
+    if tokenizer is None:  # a module: the tokenizer saved in its own folder, if any
+        tokenizer = tokenizer_for(model) or (tokenizer_for(reference) if reference is not None else None)
     if skip_tokens is None:
         skip_tokens = HELD_OUT_SKIP if text is None else 0
     ids = text_windows(text, tokenizer, seq_len=seq_len, max_seqs=max(max_tokens // seq_len, 1),
