@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import SourceError
+from ..sources.naming import checkpoint_map
 from ..sources.skeleton import Filler, build
 
 
@@ -46,6 +47,7 @@ class FromSource:
         config, self.tokenizer = _config_and_tokenizer(self.path)
         self.model = build(config, dtype=dtype)
         self.filler = Filler(self.model)
+        self.cmap = checkpoint_map(self.model)   # module names <-> the checkpoint's own
         self.source = open_source(self.path)
         self.infos = {i.name: i for i in self.source.tensors()}
         self.source_dtype = _common_dtype(self.infos.values())
@@ -90,15 +92,22 @@ class FromSource:
                             torch.empty(p.shape, dtype=p.dtype, device="meta"), requires_grad=False)
 
     def _read(self, name: str) -> torch.Tensor:
-        stored = next((n for n in self.filler.aliases[name] if n in self.infos), None)
-        if stored is None:
+        """Parameter `name` (or a name tied to it) from its checkpoint tensors, in self.dtype:
+        one stored tensor, or several (fused experts) copied into their places."""
+        canon = next((n for n in self.filler.aliases[name] if self.cmap.pieces_of(n)), None)
+        if canon is None:
             raise SourceError(f"{self.path}: tensor {name} is missing from the model's files "
                               "(config.json names a layer the weights do not have)")
-        want, have = self.filler.shape(name), tuple(self.infos[stored].shape)
-        if want != have:
-            raise SourceError(f"{self.path}: tensor {stored} has shape {have}, config.json "
-                              f"implies {want}")
-        return self.source.read(stored).to(self.dtype)
+        for piece in self.cmap.pieces_of(canon):
+            info = self.infos.get(piece.checkpoint)
+            if info is None:
+                raise SourceError(f"{self.path}: tensor {piece.checkpoint} is missing from the "
+                                  "model's files (config.json names a layer the weights do not have)")
+            if tuple(info.shape) != piece.shape:
+                raise SourceError(f"{self.path}: tensor {piece.checkpoint} has shape "
+                                  f"{tuple(info.shape)}, config.json implies {piece.shape}")
+        out = torch.empty(self.filler.shape(name), dtype=self.dtype)
+        return self.cmap.fill(canon, out, lambda c: self.source.read(c).to(self.dtype))
 
     def close(self) -> None:
         """Close the files."""
