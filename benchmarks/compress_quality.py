@@ -68,7 +68,7 @@ def main(argv=None):
     flat = token_ids(text, tok)
     n_calib = args.calib_seqs * args.seq_len
     calib = flat[:n_calib].view(args.calib_seqs, args.seq_len)
-    ev = dict(text=text, tokenizer=tok, seq_len=args.seq_len, max_tokens=args.eval_tokens, skip_tokens=n_calib)
+    ev = dict(inputs=text, tokenizer=tok, seq_len=args.seq_len, max_tokens=args.eval_tokens, skip_tokens=n_calib)
     t0 = time.perf_counter()
     base_res = evaluate(base, **ev)
     print(f"base: ppl {base_res['perplexity']:.2f}  params {base_res['parameters']}  "

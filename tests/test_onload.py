@@ -164,3 +164,23 @@ def test_batches_are_same_shape_and_within_the_cap(folder, limit):
         assert len({(m.rows, m.cols) for m in metas}) == 1 and len(metas) <= BATCH_MAX
         assert cost == sum(working_bytes(m, groups) for m in metas)
         assert len(metas) == 1 or cost <= limit // 3
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "mixtral", "qwen3"])
+def test_disk_path_matches_memory_path_across_architectures(arch, tmp_path):
+    """GPT-2's Conv1D, Mixtral's fused experts (renamed on load, kept dense) and Qwen3 from
+    their saved folders: the same plan and outputs as the in-memory path."""
+    from _fixtures_architectures import BY_NAME, V as VOCAB
+
+    case = BY_NAME[arch]
+    case.model().save_pretrained(tmp_path / arch)
+    calib = torch.randint(0, VOCAB, (8, 16), generator=torch.Generator().manual_seed(3))
+    kw = dict(ratio=0.3, calibration=calib, multiple=1, batch_size=4)
+    a, pa = eigenscope.compress(case.model(), **kw)
+    out, pb = eigenscope.compress(tmp_path / arch, out=tmp_path / "c", **kw)
+    assert pa["rank"].fillna(-1).tolist() == pb["rank"].fillna(-1).tolist()
+    assert list(pa["reason"]) == list(pb["reason"])
+    b = eigenscope.load(out)
+    x = case.inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(b(x).logits, a(x).logits, rtol=1e-4, atol=1e-5)

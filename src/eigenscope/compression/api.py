@@ -40,13 +40,14 @@ class Job:
     heldout: int            # held-out calibration batches (sequential settings)
     grad_batches: int       # batches used for gradient statistics
     progress: bool
+    convs: bool | None = None   # also factorise Conv2d layers (None: only in CNNs)
 
 
 def compress(model, *, ratio: float | None = None, method="whiten", allocation="global",
              calibration=None, layers: str | None = None, tokenizer=None,
              seq_len: int = DEFAULT_SEQ_LEN, n_seqs: int = DEFAULT_CALIB_SEQS, batch_size: int = 8,
-             heldout: float = 0.25, multiple: int = 8, grad_batches: int = 4, out=None,
-             max_memory=None, offload_dir=None, cache=None, progress: bool = False):
+             heldout: float = 0.25, multiple: int = 8, grad_batches: int = 4, convs: bool | None = None,
+             out=None, max_memory=None, offload_dir=None, cache=None, progress: bool = False):
     """Replace targeted nn.Linear layers by LowRankLinear; return (model, plan).
 
     model       -- an nn.Module (changed in place), or a model on disk: a Hugging Face folder
@@ -63,6 +64,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
                    DataLoader) or None (Python's pydoc topics text)
     heldout     -- fraction of calibration batches kept apart to choose settings (sequential)
     grad_batches-- calibration batches used for gradient statistics (fwsvd, output weighting)
+    convs       -- also factorise Conv2d layers (a kh x kw conv to r channels, then a 1 x 1 conv);
+                   None (default): only in models with no Linear layer to compress (CNNs)
     out         -- also save the result to this folder (eigenscope.load reads it back); for a
                    model on disk the blocks go straight there and (out, plan) is returned
     max_memory  -- bytes (or "2GiB") for stored activations and gradients; beyond, they go to
@@ -82,7 +85,7 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     onloader = _onloader(model)
     opts = dict(ratio=ratio, allocation=allocation, calibration=calibration, layers=layers,
                 tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size,
-                heldout=heldout, multiple=multiple, grad_batches=grad_batches, out=out,
+                heldout=heldout, multiple=multiple, grad_batches=grad_batches, convs=convs, out=out,
                 max_memory=max_memory, offload_dir=offload_dir, cache=cache, progress=progress)
     try:
         return _run(onloader, cfg, handler, t0, **opts)
@@ -109,7 +112,7 @@ def _onloader(model):
 
 
 def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, tokenizer,
-         seq_len, n_seqs, batch_size, heldout, multiple, grad_batches, out, max_memory,
+         seq_len, n_seqs, batch_size, heldout, multiple, grad_batches, convs, out, max_memory,
          offload_dir, cache, progress):
     from .onload import FromSource
     from .pipeline import Pipeline
@@ -120,7 +123,7 @@ def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, 
     batches = model_batches(calibration, tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs,
                             batch_size=batch_size, min_seqs=2) if handler.needs(cfg) else []
     job = Job(cfg, handler, CallState(), layers, _heldout_batches(len(batches), heldout),
-              grad_batches, progress)
+              grad_batches, progress, convs)
     budget = memory_budget(max_memory)
     writer = _writer(out, onloader, budget) if out is not None and isinstance(onloader, FromSource) else None
     spill = Spill(budget // 2, offload_dir)
@@ -132,7 +135,7 @@ def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, 
             pipe.factorise(ranks, keep=writer is None)
     finally:
         spill.close()
-    plan = _plan(pipe.targets, ranks, curves, job.state.notes)
+    plan = _plan(pipe, ranks, curves, job.state.notes)
     plan.attrs.update(method=repr(cfg), allocation=str(allocation), ratio=ratio,
                       block_seconds=dict(pipe.seconds))
     return _finish(onloader, plan, writer, out, tokenizer, t0)
@@ -188,15 +191,22 @@ def _heldout_batches(n: int, heldout: float) -> int:
     return min(max(int(round(n * heldout)), 1), n - 1) if heldout > 0 and n > 1 else 0
 
 
-def _plan(targets, ranks, curves, notes) -> pd.DataFrame:
+def _plan(pipe, ranks, curves, notes) -> pd.DataFrame:
+    """One row per target (rank <NA>: kept dense) and per tensor kept dense with a reason."""
+    from .targets import target_bias, target_weight
+
     rows = []
-    for name, lin in targets.items():
-        m, n = lin.weight.shape
-        r, nb = ranks[name], (0 if lin.bias is None else m)
+    for name, layer in pipe.targets.items():
+        (m, n), bias = target_weight(layer).shape, target_bias(layer)
+        r, nb = ranks[name], (0 if bias is None else bias.numel())
         rows.append(dict(layer=name, shape=(m, n), rank=r, params_before=m * n + nb,
                          params_after=(m * n if r is None else r * (m + n)) + nb,
                          predicted_loss=0.0 if r is None else float(curves[name].loss()[r]),
-                         **notes.get(name, {})))
+                         reason="", **notes.get(name, {})))
+    for name, why in pipe.dense.items():
+        p = pipe.model.get_parameter(name)
+        rows.append(dict(layer=name, shape=tuple(p.shape), rank=None, params_before=p.numel(),
+                         params_after=p.numel(), predicted_loss=0.0, reason=why))
     plan = pd.DataFrame(rows)
     plan["rank"] = plan["rank"].astype("Int64")  # <NA>: the matrix stays dense
     return plan
@@ -206,7 +216,8 @@ def _totals(model, plan, nbytes: int | None = None) -> dict:
     kept = sum(p.numel() for p in model.parameters())
     if nbytes is None:
         nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    before, after = int(plan.params_before.sum()), int(plan.params_after.sum())
+    targeted = plan[plan["reason"] == ""]
+    before, after = int(targeted.params_before.sum()), int(targeted.params_after.sum())
     return dict(target_params_before=before, target_params_after=after,
                 removed_fraction=1 - after / max(before, 1), model_params=kept, model_bytes=nbytes)
 

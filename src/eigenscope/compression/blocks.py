@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import EigenscopeError
 from ..inputs import call_model, lm_labels
 from ..nn.surgery import set_module
-from .targets import find_blocks
+from .targets import find_stacks
 
 
 class _Stop(Exception):
@@ -35,15 +35,19 @@ class State:
         return State(x, self.args, self.kwargs, self.batch)
 
 
-class Stack:
-    """The repeated blocks of `model` ([(name, module)]), or the whole model as one block."""
+def stacks_of(model: nn.Module) -> list["Stack"]:
+    """The model's block stacks in the order they run (an encoder, then its decoder), or the
+    whole model as one pseudo-block."""
+    return [Stack(model, blocks) for blocks in find_stacks(model)] or [Stack(model, None)]
 
-    def __init__(self, model: nn.Module):
+
+class Stack:
+    """One stack of repeated blocks of `model` ([(name, module)]); None: the whole model."""
+
+    def __init__(self, model: nn.Module, blocks):
         self.model = model
-        self.blocks = find_blocks(model)
-        self.whole = not self.blocks
-        if self.whole:
-            self.blocks = [("", model)]
+        self.whole = not blocks
+        self.blocks = [("", model)] if self.whole else list(blocks)
         self.tuple_out = False
 
     def enter(self, batches) -> list[State]:

@@ -10,9 +10,27 @@ batch (keyed by the input tensor's identity), and share one Gram tensor.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .registry import LayerStats
+
+
+def input_rows(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The inputs a layer's weight matrix W (m, n) multiplies, one row per token: (T, n). A
+    Conv2d multiplies unfolded patches (in * kh * kw each, one per output position)."""
+    if isinstance(mod, nn.Conv2d):
+        cols = F.unfold(x, mod.kernel_size, dilation=mod.dilation, padding=mod.padding,
+                        stride=mod.stride)                        # (b, in * kh * kw, L)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def output_rows(mod: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A layer's outputs (or their gradients), one row per token: (T, m)."""
+    if isinstance(mod, nn.Conv2d):
+        return y.transpose(1, -1).reshape(-1, y.shape[1])          # channels last
+    return y.reshape(-1, y.shape[-1])
 
 
 class _Hooks:
@@ -40,7 +58,7 @@ class GramHooks(_Hooks):
             # the cache keeps the tensor alive, so its id cannot be reused within the batch
             key = id(inp[0])
             if key not in self.cache:
-                x2 = inp[0].detach().reshape(-1, inp[0].shape[-1]).to(self.dtype)  # (T, n)
+                x2 = input_rows(mod, inp[0].detach()).to(self.dtype)  # (T, n)
                 self.cache[key] = dict(x=inp[0], g=(x2.T @ x2).double(),
                                        a=x2.abs().sum(0).double(), t=x2.shape[0], added=set())
             c = self.cache[key]
@@ -83,9 +101,10 @@ class GradHooks(_Hooks):
     def _hook(self, name):
         def hook(mod, inp, out):
             def grad_hook(g):  # g (b, T, m): gradient of the batch's summed token losses
-                g2 = g.detach().reshape(-1, g.shape[-1]).double().pow(2).sum(0)
+                rows = output_rows(mod, g.detach())                       # (T, m)
+                g2 = rows.double().pow(2).sum(0)
                 self.sq[name] = g2 if self.sq[name] is None else self.sq[name] + g2
-                self.count[name] += g.numel() // g.shape[-1]
+                self.count[name] += rows.shape[0]
             if out.requires_grad:
                 out.register_hook(grad_hook)
         return hook
@@ -94,7 +113,7 @@ class GradHooks(_Hooks):
         """Fold the weight gradients of the last backward pass into fisher_w."""
         for n, m in self.linears.items():
             if self.weights and m.weight.grad is not None:
-                g2 = m.weight.grad.double().pow(2)
+                g2 = _as_matrix(m, m.weight.grad).double().pow(2)
                 self.fw[n] = g2 if self.fw[n] is None else self.fw[n] + g2
             m.weight.grad = None
 
@@ -123,17 +142,25 @@ class PairHooks(_Hooks):
     def _hook(self, name):
         def hook(mod, inp, out):
             if self.mode == "orig":
-                self.saved[name] = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()  # (T, n)
+                self.saved[name] = input_rows(mod, inp[0].detach()).float()  # (T, n)
                 return
             xo = self.saved.pop(name)
             owner = self.batch_cache.setdefault(id(inp[0]), (name, inp[0]))[0]
             if owner != name:  # same input as an earlier Linear (q/k/v): share its sums
                 self.stats[name] = self.stats[owner]
                 return
-            x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()  # (T, n)
+            x = input_rows(mod, inp[0].detach()).float()  # (T, n)
             ex, p = self.stats[name], self.prefix
             for key, prod in ((f"{p}_cc", x.T @ x), (f"{p}_oc", xo.T @ x)):
                 ex[key] = prod.double() if key not in ex else ex[key].add_(prod.double())
             if p == "h":
                 ex["h_oo"] = (xo.T @ xo).double() + ex.get("h_oo", 0)
         return hook
+
+
+def _as_matrix(mod: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """A weight-shaped tensor (a gradient) in the (out, in) orientation of targets.target_weight."""
+    from .targets import is_conv1d
+    if is_conv1d(mod):
+        return w.T
+    return w.reshape(w.shape[0], -1)

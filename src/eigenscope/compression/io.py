@@ -20,8 +20,8 @@ from torch import nn
 
 from .._io import atomic_write
 from ..errors import EigenscopeError
-from ..nn.lowrank import LowRankLinear
-from ..nn.surgery import set_module
+from ..nn.surgery import is_lowrank_host, lowrank_like, lowrank_types, set_module
+from ..nn.surgery import matrix_shape as _matrix_shape
 from ..sources.formats import SAVE_FILE, SAVE_INDEX, SAVE_KEY, save_metadata
 from ..sources.skeleton import Filler, build, config_from_dict, model_class
 
@@ -101,7 +101,7 @@ def metadata(model: nn.Module, *, plan=None, tied: dict | None = None, config=No
     """The save's metadata (all values are strings, as safetensors and the index want)."""
     meta = {SAVE_KEY: FORMAT, "tied": json.dumps(tied or {}),
             "ranks": json.dumps({n: m.rank for n, m in model.named_modules()
-                                 if isinstance(m, LowRankLinear)})}
+                                 if isinstance(m, lowrank_types())})}
     if plan is not None:
         meta["plan"] = plan.to_json(orient="records")
     config = config if config is not None else getattr(model, "config", None)
@@ -205,21 +205,20 @@ def _ranks(meta: dict, path) -> dict[str, int]:
 
 
 def _swap_lowrank(model: nn.Module, ranks: dict[str, int], path) -> None:
-    """Put a LowRankLinear of the stored rank (on the Linear's device: meta for a skeleton)
-    where each compressed Linear was."""
+    """Put a low-rank stand-in of the stored rank (on the layer's device: meta for a skeleton)
+    where each compressed layer was."""
     for name, rank in ranks.items():
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise EigenscopeError(f"{path}: the save names a layer {name!r} the model does not have") from None
-        if not isinstance(old, (nn.Linear, LowRankLinear)):
-            raise EigenscopeError(f"{path}: {name} is a {type(old).__name__}, not a Linear")
-        w = old.up.weight if isinstance(old, LowRankLinear) else old.weight
-        if rank > min(old.in_features, old.out_features):
-            raise EigenscopeError(f"{path}: rank {rank} of {name} exceeds its shape")
-        bias = (old.up.bias if isinstance(old, LowRankLinear) else old.bias) is not None
-        set_module(model, name, LowRankLinear(old.in_features, old.out_features, rank, bias=bias,
-                                              dtype=w.dtype, device=w.device))
+        if not is_lowrank_host(old):
+            raise EigenscopeError(f"{path}: {name} is a {type(old).__name__}, not a Linear, "
+                                  "Conv1D or Conv2d")
+        shape = _matrix_shape(old)
+        if rank > min(shape):
+            raise EigenscopeError(f"{path}: rank {rank} of {name} exceeds its shape {shape}")
+        set_module(model, name, lowrank_like(old, rank))
 
 
 def _fill(filler: Filler, by_alias: dict, f: Path, dtype) -> list:
