@@ -184,3 +184,11 @@ def test_disk_path_matches_memory_path_across_architectures(arch, tmp_path):
     x = case.inputs()
     with torch.no_grad():
         torch.testing.assert_close(b(x).logits, a(x).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_an_unusable_offload_folder_is_one_line(folder, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EigenscopeError, match="offload folder"):
+        eigenscope.compress(folder, ratio=0.3, calibration=ids(), max_memory="1KB",
+                            offload_dir=blocker / "sub")
