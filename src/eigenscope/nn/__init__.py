@@ -1,4 +1,5 @@
 """Modules eigenscope puts into models."""
+from .filter import SpectralFilter
 from .lowrank import LowRankLinear
 
-__all__ = ["LowRankLinear"]
+__all__ = ["LowRankLinear", "SpectralFilter"]
