@@ -163,12 +163,17 @@ def nuclear_norm_bounds(R: torch.Tensor) -> tuple[float, float]:
 
 @lru_cache(maxsize=256)
 def _mp_cdf_grid(gamma: float, points: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(x, F(x)) of the unit-variance MP law with ratio gamma <= 1 on Chebyshev-spaced points
-    (dense at the square-root edges), by the trapezoid rule, normalised to end at 1."""
+    """(x, F(x)) of the unit-variance MP law with ratio gamma <= 1. x = a + (b - a)(1 - cos t)/2:
+    in t the integrand f(x) dx/dt stays bounded at both edges (even the 1/sqrt(x) of gamma = 1),
+    so the trapezoid rule in t is accurate; normalised to end at 1."""
     a, b = (1 - math.sqrt(gamma)) ** 2, (1 + math.sqrt(gamma)) ** 2
-    x = a + (b - a) * (1 - np.cos(np.linspace(0.0, math.pi, points))) / 2
-    f = mp_density(x, 1.0, gamma)
-    F = np.concatenate([[0.0], np.cumsum((f[1:] + f[:-1]) / 2 * np.diff(x))])
+    t = np.linspace(0.0, math.pi, points)
+    x = a + (b - a) * (1 - np.cos(t)) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = mp_density(x, 1.0, gamma) * (b - a) * np.sin(t) / 2
+    if gamma >= 1 - 1e-12:       # f(x) dx/dt -> sqrt(b (b - a)) / (2 pi) at t = 0 (x = a = 0)
+        g[0] = math.sqrt(b * (b - a)) / (2 * math.pi)
+    F = np.concatenate([[0.0], np.cumsum((g[1:] + g[:-1]) / 2 * np.diff(t))])
     return x, F / F[-1]
 
 
