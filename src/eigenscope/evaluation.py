@@ -5,6 +5,8 @@ kl = mean over tokens of KL(p_ref || p_model); top1_agreement = share of tokens 
 Encoders (no LM head, e.g. MiniLM): perplexity is not defined and is NaN; with a reference we
 compare the last hidden states instead: cosine = mean token cosine similarity, rel_error =
 ||h - h_ref|| / ||h_ref|| over all tokens; kl and top1_agreement are NaN.
+Every model: matrix_entropy and matrix_nuclear_norm of its final representations (the last
+hidden states), per window, averaged over windows (docs/methods-activations.md).
 """
 from __future__ import annotations
 
@@ -42,9 +44,10 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
     acc = _Acc()
     t0 = time.perf_counter()
     ref_time = 0.0
+    hidden_kw = {"output_hidden_states": True} if hasattr(model, "config") else {}
     with torch.no_grad():
         for batch in ids.split(batch_size):
-            out = call_model(model, batch)
+            out = call_model(model, batch, **hidden_kw)
             t1 = time.perf_counter()
             ref = call_model(reference, batch) if reference is not None else None
             ref_time += time.perf_counter() - t1
@@ -60,10 +63,12 @@ class _Acc:
 
     def __init__(self):
         self.nll = self.kl = self.agree = self.cos = self.err2 = self.ref2 = 0.0
-        self.n = 0
+        self.me = self.mnn = 0.0
+        self.n = self.seqs = 0
         self.lm = None
 
     def add(self, out, ref, ids):
+        self._scores(out)
         logits = getattr(out, "logits", None)
         self.lm = logits is not None
         if self.lm:
@@ -83,9 +88,22 @@ class _Acc:
             self.err2 += float((h - hr).pow(2).sum())
             self.ref2 += float(hr.pow(2).sum())
 
+    def _scores(self, out):
+        from .maths.activations import matrix_entropy, matrix_nuclear_norm
+
+        states = getattr(out, "hidden_states", None)
+        h = states[-1] if states else (None if hasattr(out, "logits") else _hidden(out))
+        if h is None or h.dim() != 3:
+            return
+        self.me += float(matrix_entropy(h).sum())                  # h (b, T, d): per window
+        self.mnn += float(matrix_nuclear_norm(h).sum())
+        self.seqs += h.shape[0]
+
     def result(self, with_ref: bool) -> dict:
         nan = float("nan")
-        res = dict(perplexity=math.exp(self.nll / self.n) if self.lm else nan)
+        res = dict(perplexity=math.exp(self.nll / self.n) if self.lm else nan,
+                   matrix_entropy=self.me / self.seqs if self.seqs else nan,
+                   matrix_nuclear_norm=self.mnn / self.seqs if self.seqs else nan)
         if with_ref:
             res.update(kl=self.kl / self.n if self.lm else nan,
                        top1_agreement=self.agree / self.n if self.lm else nan,

@@ -120,7 +120,7 @@ def find_sites(model: nn.Module, sites=None, *, layers=None) -> list[Site]:
         if sites != ("residual",):
             raise EigenscopeError(f"{type(model).__name__} has no repeated blocks: only the "
                                   "'residual' site (each Linear's output) exists")
-        out = [Site(f"{n}:residual", i, "residual", n, m, "output")
+        out = [Site(f"{n or 'model'}:residual", i, "residual", n, m, "output")
                for i, (n, m) in enumerate(_linears(model))]
     if layers is not None:
         keep = {int(x) for x in layers}

@@ -18,6 +18,7 @@ app = typer.Typer(
 
 # Importing a command module registers its command on `app`.
 from . import analyze_cmd, compress_cmd, report_cmd  # noqa: E402,F401
+from . import activations_cmd  # noqa: E402,F401
 
 
 @app.callback()
