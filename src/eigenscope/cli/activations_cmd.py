@@ -42,10 +42,14 @@ def activations(
         raise EigenscopeError(f"{out}: unknown table format; use {', '.join(SUFFIXES)}")
     if report is not None and report.suffix.lower() not in (".html", ".htm"):
         raise EigenscopeError(f"{report}: the report is an HTML file; give --report NAME.html")
-    for n in ("max_tokens", "seq_len", "batch_size"):
-        if locals()[n] < 1:
-            raise EigenscopeError(f"--{n.replace('_', '-')} must be a positive integer")
-    df = run(source, _read_text(text), sites=sites, layers=_layers(layers), max_tokens=max_tokens,
+    for n, v in (("max-tokens", max_tokens), ("seq-len", seq_len), ("batch-size", batch_size)):
+        if v < 1:
+            raise EigenscopeError(f"--{n} must be a positive integer, not {v}")
+    from ..activations.sites import resolve_sites
+
+    # every check that needs no model runs before the model is loaded
+    sites_, layers_, text_ = resolve_sites(sites), _layers(layers), _read_text(text)
+    df = run(source, text_, sites=sites_, layers=layers_, max_tokens=max(max_tokens, 2),
              seq_len=seq_len, batch_size=batch_size, progress=True)
     _print(df, rows)
     save_activations(out, df)
