@@ -214,3 +214,25 @@ def test_filter_on_llama_residual_and_bad_options():
     with pytest.raises(EigenscopeError, match="mode"):
         SpectralFilter.from_covariance(C, torch.zeros(4), tokens=10, keep=2, mode="x")
     assert math.isfinite(SpectralFilter.from_covariance(C, torch.zeros(4), tokens=10, keep=4).rank)
+
+
+DOC_MODULES = ["eigenscope.maths.activations", "eigenscope.activations.runner",
+               "eigenscope.activations.stream", "eigenscope.activations.io",
+               "eigenscope.activations.filter", "eigenscope.nn.filter", "eigenscope.monitor.trace",
+               "eigenscope.report.activations_view"]
+
+
+@pytest.mark.parametrize("name", DOC_MODULES)
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+    res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
+
+
+def test_verb_and_package_share_the_name():
+    import importlib
+    import eigenscope.activations.sites  # noqa: F401  (binds the package to eigenscope.activations)
+    assert callable(eigenscope.activations)
+    fn = importlib.import_module("eigenscope.activations.runner").activations
+    assert eigenscope.__getattr__("activations") is fn
