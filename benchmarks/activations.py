@@ -42,15 +42,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", default="scores,speed,trace,filter")
     ap.add_argument("--ratios", default="0.1,0.2,0.3,0.4")
-    ap.add_argument("--calib-seqs", type=int, default=16, help="compress calibration windows")
-    ap.add_argument("--eval-tokens", type=int, default=4096)
-    ap.add_argument("--speed-repeats", type=int, default=3)
-    ap.add_argument("--trace-inputs", type=int, default=40, help="inputs per class (half to fit)")
-    ap.add_argument("--prompt-len", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=8)
+    ap.add_argument("--calib-seqs", type=int, default=16,
+                    help="calibration windows of 256 tokens (compress; the filter uses half)")
+    ap.add_argument("--eval-tokens", type=int, default=2048)
+    ap.add_argument("--speed-repeats", type=int, default=2)
+    ap.add_argument("--trace-inputs", type=int, default=20, help="inputs per class (half to fit)")
+    ap.add_argument("--prompt-len", type=int, default=48)
+    ap.add_argument("--new-tokens", type=int, default=6)
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--trace-layers", default="0,4,8,12,16,20,24,28")
-    ap.add_argument("--filter-layers", default="2,10,20,28")
+    ap.add_argument("--filter-layers", default="2,14,28")
+    ap.add_argument("--filter-eval-tokens", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -238,10 +240,10 @@ def trace(base, tok, args) -> None:
 def spectral_filter(base, tok, args, ev) -> None:
     layers = [int(x) for x in args.filter_layers.split(",")]
     sites = find_sites(base, "residual", layers=layers)
-    calib = text_windows(None, tok, seq_len=256, max_seqs=args.calib_seqs)
+    calib = text_windows(None, tok, seq_len=256, max_seqs=max(1, args.calib_seqs // 2))
     stats = collect(base, list(calib.split(8)), sites, max_tokens=calib.numel(),
                     sequence_scores=False)
-    ev = dict(ev, max_tokens=min(ev["max_tokens"], 2048))
+    ev = dict(ev, max_tokens=args.filter_eval_tokens)
     rows = [{"layer": "none", "mode": "-", "kept": 576, "perplexity": evaluate(base, **ev)["perplexity"]}]
     g = torch.Generator().manual_seed(0)
     for site in sites:
