@@ -56,5 +56,11 @@ def test_activations_page_rows_figure_and_esd(browser, tmp_path):
         Path(shots).mkdir(parents=True, exist_ok=True)
         browser.find_element(By.ID, "filter").clear()
         browser.execute_script("document.getElementById('filter').dispatchEvent(new Event('input'))")
-        browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr.row")[-1].click()
+        rows = browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr.row")
+        rows[-1].click()                                  # close the row opened above
+        rows[min(3, len(rows) - 1)].click()               # open an early row: its ESD in view
+        _wait(browser, "const i=document.querySelectorAll('tr.details img'); "
+                       "return i.length===1 && i[0].complete")
+        browser.execute_script("window.scrollTo(0, 0); "
+                               "document.querySelectorAll('.scroll').forEach(e => e.scrollLeft = 0)")
         browser.save_screenshot(str(Path(shots) / "activations-report.png"))
