@@ -80,6 +80,7 @@ class SiteStats:
             self.sequences += g.shape[0]
 
     def mean(self) -> torch.Tensor:
+        """(d,) float64: the mean token."""
         return self.shift + self.s1 / self.n
 
     def covariance(self) -> torch.Tensor:

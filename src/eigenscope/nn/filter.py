@@ -56,6 +56,7 @@ class SpectralFilter(nn.Module):
         return cls(basis, mean.double(), mode=mode)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h (..., d) -> the filtered h (module doc), computed in h's dtype."""
         U = self.basis.to(h.dtype)
         if self.mode == "project":
             return (h @ U) @ U.T                              # (..., d) -> (..., k) -> (..., d)

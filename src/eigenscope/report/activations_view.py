@@ -34,6 +34,7 @@ def flags(df: pd.DataFrame) -> pd.Series:
 
 
 def counts(df: pd.DataFrame) -> dict:
+    """The headline numbers of the page's summary cards."""
     num = lambda c: pd.to_numeric(df[c], errors="coerce")
     return {"rows": int(len(df)), "layers": int(df["layer"].nunique()),
             "sites": ", ".join(dict.fromkeys(df["site"].astype(str))),
