@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from eigenscope.activations.runner import collect  # noqa: E402
 from eigenscope.activations.sites import find_sites  # noqa: E402
-from eigenscope.compression.api import compress  # noqa: E402
+from eigenscope.compression import StatsCache, compress  # noqa: E402
 from eigenscope.evaluation import evaluate  # noqa: E402
 from eigenscope.inputs import HELD_OUT_SKIP, text_windows  # noqa: E402
 from eigenscope.maths.activations import matrix_entropy, matrix_nuclear_norm, normalize_tokens  # noqa: E402
@@ -87,12 +87,11 @@ def _spearman(a, b) -> float:
 
 def scores(base, tok, args, ev) -> None:
     rows = [{"ratio": 0.0, **_scores(evaluate(base, **ev)), "compress_s": 0.0}]
-    stats = None
+    cache = StatsCache()                     # statistics of the first call, reused by the others
     for r in [float(x) for x in args.ratios.split(",") if x]:
         t = time.perf_counter()
         model, plan = compress(copy.deepcopy(base), ratio=r, calibration=None, tokenizer=tok,
-                               n_seqs=args.calib_seqs, stats=stats)
-        stats = plan.attrs["stats"]
+                               n_seqs=args.calib_seqs, cache=cache)
         rows.append({"ratio": r, **_scores(evaluate(model, reference=base, **ev)),
                      "compress_s": time.perf_counter() - t})
         del model

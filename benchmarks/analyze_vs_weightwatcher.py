@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore")
 def load_model():
     from transformers import AutoModelForCausalLM
 
-    from eigenscope.sources import resolve_builtin
+    from eigenscope.sources.builtin import resolve_builtin
 
     path = resolve_builtin("smollm2-135m")
     with contextlib.redirect_stderr(io.StringIO()):

@@ -137,3 +137,17 @@ def test_cuda_device_gives_the_cpu_rows(tiny_df):
     gpu = eigenscope.analyze(Tiny(), device="cuda", metrics="norms,powerlaw,mp")
     for col in ("spectral_norm", "stable_rank", "alpha", "mp_sigma"):
         np.testing.assert_allclose(gpu[col], tiny_df[col], rtol=1e-4)
+
+
+def test_metric_groups_are_the_maths_modules_declarations(monkeypatch):
+    """Each group's columns are its maths module's COLUMNS; a group function that forgets a
+    declared column is an error, never a silent all-NaN column."""
+    from eigenscope.analysis import metrics, schema
+    from eigenscope.maths import farms, mp, norms, powerlaw, randomize, weibull
+
+    declared = [norms, powerlaw, mp, randomize, farms, weibull]
+    assert [c for m in declared for c in m.COLUMNS] == schema.METRIC_COLUMNS
+    assert set(metrics.GROUP_FUNCS) == set(schema.METRIC_GROUPS)
+    monkeypatch.setitem(metrics.GROUP_FUNCS, "norms", lambda *a: {"spectral_norm": 1.0})
+    with pytest.raises(RuntimeError, match="frobenius_norm"):
+        eigenscope.analyze(torch.nn.Linear(20, 10), metrics="norms")

@@ -8,8 +8,9 @@ from torch import nn
 import eigenscope
 from eigenscope.compression.api import compress
 from eigenscope.compression.io import load, save
-from eigenscope.compression.methods import ASVDConfig, FWSVDConfig, SVDConfig, WhitenConfig
-from eigenscope.compression.registry import LayerStats, handler_for
+from eigenscope.compression.methods import WhitenConfig
+from eigenscope.compression.methods import names as method_names, resolve
+from eigenscope.compression.registry import CallState, LayerStats, PairStats, register
 from eigenscope.errors import EigenscopeError
 from eigenscope.maths.lowrank import (compensated_target, pair_error, truncate_whiten, useful_rank,
                                       whitening_factor)
@@ -98,9 +99,8 @@ def test_compensated_target_and_pair_error_match_direct_computation():
 
 
 def _sequential_stats(W, Xo, Xc, Ho, Hc):
-    st = _stats(W, Xo, W.shape[0])
-    st.extra.update(G_oc=Xo @ Xc.T, G_cc=Xc @ Xc.T, H_oo=Ho @ Ho.T, H_oc=Ho @ Hc.T, H_cc=Hc @ Hc.T)
-    return st
+    return _stats(W, Xo, W.shape[0]).sequential(PairStats(
+        g_oc=Xo @ Xc.T, g_cc=Xc @ Xc.T, h_oo=Ho @ Ho.T, h_oc=Ho @ Hc.T, h_cc=Hc @ Hc.T))
 
 
 def test_sequential_whiten_blends():
@@ -110,19 +110,19 @@ def test_sequential_whiten_blends():
     W = torch.randn(10, 8, generator=g, dtype=torch.float64)
     Xo, Ho = (torch.randn(8, n, generator=g, dtype=torch.float64) for n in (200, 100))
     Xc, Hc = Xo + 0.2 * torch.randn_like(Xo), Ho + 0.2 * torch.randn_like(Ho)
-    cfg, h = handler_for(WhitenConfig(output_fisher=False))
+    cfg, h = resolve(WhitenConfig(output_fisher=False))
     B, A = h.factors(cfg, W, _sequential_stats(W, Xo, Xc, Ho, Hc), 3)
     B0, A0, _ = truncate_whiten(W, Xc @ Xc.T, 3)
     assert torch.allclose(B @ A, B0 @ A0, atol=1e-9)
-    cfg, h = handler_for(WhitenConfig(output_fisher=False, blend=(0.0, 0.5, 1.0)))
-    st = _sequential_stats(W, Xo, Xc, Ho, Hc)
-    B, A = h.factors(cfg, W, st, 3)
+    cfg, h = resolve(WhitenConfig(output_fisher=False, blend=(0.0, 0.5, 1.0)))
+    st, state = _sequential_stats(W, Xo, Xc, Ho, Hc), CallState()
+    B, A = h.factors(cfg, W, st, 3, layer="w", state=state)
     target = compensated_target(W, Xo @ Xc.T, Xc @ Xc.T, damp=cfg.damp)
     errs = {}
     for a in (0.0, 0.5, 1.0):
         Bt, At, _ = truncate_whiten(a * target + (1 - a) * W, Xc @ Xc.T, 3)
         errs[a] = float((W @ Ho - Bt @ At @ Hc).pow(2).sum())
-    assert st.extra["chosen_blend"] == min(errs, key=errs.get)
+    assert state.notes["w"]["blend"] == min(errs, key=errs.get)
     assert float((W @ Ho - B @ A @ Hc).pow(2).sum()) == pytest.approx(min(errs.values()), rel=1e-8)
 
 
@@ -133,24 +133,43 @@ def _stats(W, X, m):
                       d_out=torch.rand(m, generator=g, dtype=torch.float64) + 0.5)
 
 
-@pytest.mark.parametrize("cfg", [SVDConfig(), ASVDConfig(), FWSVDConfig(), WhitenConfig(sequential=False),
-                                 WhitenConfig(sequential=False, output_fisher=True)])
+@pytest.mark.parametrize("method", method_names())
 @pytest.mark.parametrize("shape", [(12, 7), (7, 12), (9, 9)])
-def test_full_rank_reproduces_w(cfg, shape):
+def test_full_rank_reproduces_w(method, shape):
+    """Every registered method, given every statistic, is exact at full rank."""
     m, n = shape
     W = torch.randn(m, n, dtype=torch.float64)
     X = torch.randn(n, 50, dtype=torch.float64)
-    cfg, handler = handler_for(cfg)
+    cfg, handler = resolve(method)
+    cfg = handler.prepare(cfg, toy())
     B, A = handler.factors(cfg, W, _stats(W, X, m), min(m, n))
     assert torch.allclose(B @ A, W, atol=1e-9)
+    s = handler.spectrum(cfg, W, _stats(W, X, m))
+    assert s.shape == (min(m, n),) and bool((s[:-1] >= s[1:] - 1e-9).all())
 
 
-def test_method_names_resolve_to_registered_handlers():
-    for name in ("svd", "asvd", "fwsvd", "whiten"):
-        cfg, handler = handler_for(name)
-        assert type(cfg).name == name and hasattr(handler, "factors")
+@pytest.mark.parametrize("name", method_names())
+def test_method_names_resolve_to_registered_handlers(name):
+    cfg, handler = resolve(name)
+    assert name.startswith(type(cfg).name) and hasattr(handler, "factors")
+    for attr in ("needs", "prepare", "sequential", "loss_units", "spectrum", "factors"):
+        assert callable(getattr(handler, attr)), attr
+
+
+def test_registry_refuses_duplicates_and_unknown_names():
     with pytest.raises(EigenscopeError):
-        handler_for("nope")
+        resolve("nope")
+    with pytest.raises(EigenscopeError, match="already registered"):
+        register(WhitenConfig)(type("Again", (), {}))
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    @dataclass(frozen=True)
+    class Clash:
+        name: ClassVar[str] = "svd"
+    with pytest.raises(EigenscopeError, match="already registered"):
+        register(Clash)(type("H", (), {}))
+    assert resolve("whiten-fisher")[0] == WhitenConfig(output_fisher=True)
 
 
 @pytest.mark.parametrize("method", ["svd", "asvd", "whiten", WhitenConfig(sequential=False)])
@@ -237,9 +256,9 @@ def test_bad_inputs():
         compress(toy(), allocation=100, method="svd")
     with pytest.raises(EigenscopeError, match="too short"):
         compress(toy(), ratio=0.3, calibration="two words", tokenizer=lambda t, **k: {"input_ids": [1, 2]})
-    with pytest.raises(EigenscopeError, match="no nn.Linear"):
+    with pytest.raises(EigenscopeError, match="no layer to compress"):
         compress(nn.Sequential(nn.Embedding(5, 4), nn.ReLU()), ratio=0.3, method="svd")
-    with pytest.raises(EigenscopeError, match="no nn.Linear"):
+    with pytest.raises(EigenscopeError, match="no layer to compress"):
         compress(toy(), ratio=0.3, method="svd", layers="nothing-matches")
     with pytest.raises(EigenscopeError, match="gradient statistics"):
         compress(toy(), ratio=0.3, method="fwsvd", calibration=ids())
@@ -257,6 +276,20 @@ def test_singular_gram_falls_back_gracefully():
     """All calibration tokens identical: G has rank 1; whiten still compresses, outputs finite."""
     model, plan = compress(toy(), ratio=0.3, calibration=torch.full((6, 8), 3), multiple=1)
     assert torch.isfinite(model(ids(2, 5))).all()
+
+
+def test_gd_rank_allocation_is_the_analysis_column():
+    """allocation="gd_rank" with plain SVD keeps exactly the analysis's gd_rank per matrix."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(60, 40), nn.ReLU(), nn.Linear(40, 50))
+    with torch.no_grad():  # noise plus a planted rank-5 part: a threshold strictly inside
+        for lin in (net[0], net[2]):
+            m, n = lin.weight.shape
+            lin.weight.copy_(0.1 * torch.randn(m, n) + torch.randn(m, 5) @ torch.randn(5, n) / 3)
+    rows = eigenscope.analyze(net, metrics="mp").set_index("name")["gd_rank"]
+    _, plan = compress(net, allocation="gd_rank", method="svd", multiple=1)
+    for _, row in plan.iterrows():
+        assert row["rank"] == rows[row.layer + ".weight"] == 5
 
 
 def test_int_and_energy_ranks():

@@ -14,7 +14,8 @@ import eigenscope
 import eigenscope.plot as ep
 from eigenscope.analysis.tables import write_table
 from eigenscope.nn.lowrank import LowRankLinear
-from eigenscope.report import build_report, compare, report_from_source
+from eigenscope import compare
+from eigenscope.report import build_report, report_from_source
 from eigenscope.report.build import compact_spectrum
 
 

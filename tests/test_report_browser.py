@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 import eigenscope
-from eigenscope.report import build_report, compare
+from eigenscope import compare
+from eigenscope.report import build_report
 
 pytestmark = pytest.mark.browser
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

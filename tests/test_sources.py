@@ -10,8 +10,9 @@ from torch import nn
 from _fixtures_sources import (CountingSource, TinyLlama, expected_rows, gguf_roundtrip,
                                save_bin, save_gguf, save_sharded, save_single, state_dict)
 from eigenscope.errors import SourceError
-from eigenscope.sources import (BUILTINS, MatrixMeta, iter_matrices, open_source, plan_matrices,
-                                resolve_builtin)
+from eigenscope.sources import open_source
+from eigenscope.sources.builtin import BUILTINS, resolve_builtin
+from eigenscope.sources.matrices import MatrixMeta, iter_matrices, plan_matrices
 
 
 def _rows(spec, **kw):

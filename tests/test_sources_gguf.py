@@ -7,7 +7,9 @@ import torch
 
 from _fixtures_sources import save_gguf
 from eigenscope.errors import SourceError
-from eigenscope.sources import iter_matrices, open_source, plan_matrices, resolve_builtin
+from eigenscope.sources import open_source
+from eigenscope.sources.builtin import resolve_builtin
+from eigenscope.sources.matrices import iter_matrices, plan_matrices
 
 gguf = pytest.importorskip("gguf")
 

@@ -5,7 +5,9 @@
     >>> list(df["role"])
     ['other']
 
-The public API is small; every name below is imported lazily so `import eigenscope` stays fast.
+The public API is what `__all__` lists: the verbs, the compression configs, the errors, and the
+public subpackages; every name is imported lazily so `import eigenscope` stays fast. Anything
+else (modules and names not listed) is internal and may change without notice.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import importlib
 __version__ = "0.1.0"
 
 # public name -> module that defines it
-_EXPORTS = {
+_VERBS = {
     "analyze": "eigenscope.analysis.runner",
     "activations": "eigenscope.activations.runner",
     "summary": "eigenscope.analysis.summary",
@@ -23,11 +25,16 @@ _EXPORTS = {
     "save": "eigenscope.compression.io",
     "load": "eigenscope.compression.io",
     "evaluate": "eigenscope.evaluation",
-    "compare": "eigenscope.report.compare",
-    "LowRankLinear": "eigenscope.nn.lowrank",
-    "EigenscopeError": "eigenscope.errors",
+    "compare": "eigenscope.comparison",
 }
-_SUBMODULES = {"linalg", "optim", "tune", "monitor", "plot", "report", "maths", "sources", "nn"}
+_CONFIGS = {name: "eigenscope.compression.methods"
+            for name in ("SVDConfig", "ASVDConfig", "FWSVDConfig", "WhitenConfig")}
+_ERRORS = {name: "eigenscope.errors" for name in ("EigenscopeError", "SourceError", "ArgumentError")}
+_CLASSES = {"LowRankLinear": "eigenscope.nn"}
+_EXPORTS = {**_VERBS, **_CONFIGS, **_ERRORS, **_CLASSES}
+# public subpackages (each lists its own public names in its __all__)
+_SUBMODULES = ("analysis", "compression", "linalg", "maths", "monitor", "nn", "optim", "plot",
+               "report", "sources", "tune")
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
@@ -38,3 +45,7 @@ def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"eigenscope.{name}")
     raise AttributeError(f"module 'eigenscope' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,9 @@
-"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can act on. The CLI prints them as one line and exits with code 2.
+
+    >>> from eigenscope.errors import ArgumentError, EigenscopeError
+    >>> issubclass(ArgumentError, EigenscopeError) and issubclass(ArgumentError, ValueError)
+    True
+"""
 
 
 class EigenscopeError(Exception):
@@ -7,3 +12,8 @@ class EigenscopeError(Exception):
 
 class SourceError(EigenscopeError):
     """A model source cannot be opened or read (names the file or tensor)."""
+
+
+class ArgumentError(EigenscopeError, ValueError):
+    """An option or argument out of its allowed values (names the option). Also a ValueError,
+    so code that guards a call with `except ValueError` keeps working."""

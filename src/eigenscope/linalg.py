@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+from .errors import ArgumentError
 
 # Muon's quintic coefficients (Keller Jordan): steepest slope at 0; the iteration deliberately
 # overshoots, so singular values land in roughly [0.7, 1.2] instead of converging to 1.
@@ -54,7 +55,7 @@ def polar_ns(G: torch.Tensor, steps: int | None = None, method: str = "ns5") -> 
     the tests bound the difference.
     """
     if method not in ("ns5", "aol4"):
-        raise ValueError(f"method must be 'ns5' or 'aol4', not {method!r}")
+        raise ArgumentError(f"method must be 'ns5' or 'aol4', not {method!r}")
     steps = (5 if method == "ns5" else 4) if steps is None else int(steps)
     X, tall = _wide(G)
     A = None

@@ -1,8 +1,9 @@
-"""Load a whole model and its tokenizer from a source spec.
+"""Load a whole model and its tokenizer from a source spec (for evaluate, and compress in memory).
 
 Accepted: an nn.Module (passed through, tokenizer None); a built-in name (smollm2-135m,
 minilm-l6); a Hugging Face folder (config.json); a .gguf file or a folder holding one
 (dequantised to float32); a folder or .safetensors written by `eigenscope.save`.
+The format is decided by `sources.formats.detect`, as for `open_source`.
 """
 from __future__ import annotations
 
@@ -12,49 +13,29 @@ from pathlib import Path
 from torch import nn
 
 from .errors import EigenscopeError
-from .sources.builtin import BUILTINS, resolve_builtin
+from .sources.formats import detect, locate
+from .sources.skeleton import model_class, saved_class_name
+
 
 def load_model(source, *, dtype="float32"):
     """(model in eval mode, tokenizer or None)."""
     if isinstance(source, nn.Module):
         return source, None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = resolve_builtin(source) if str(source) in BUILTINS else Path(source)
-    if not path.exists():
-        raise EigenscopeError(f"{path}: no such file or folder (nor a built-in name: {', '.join(BUILTINS)})")
-    if _is_eigenscope(path):
+    path = locate(source)
+    kind = detect(path)
+    if kind == "save":
         from .compression.io import load
-        model = load(path)
-        return model, _tokenizer(path if path.is_dir() else path.parent)
-    if path.is_dir():
+        return load(path), _tokenizer(path if path.is_dir() else path.parent)
+    if kind == "hf" and path.is_dir() and not (path / "config.json").exists():
         ggufs = sorted(path.glob("*.gguf"))
-        if not (path / "config.json").exists() and ggufs:
-            path = ggufs[0]
-    if path.suffix == ".gguf":
+        if ggufs:
+            path, kind = ggufs[0], "gguf"
+    if kind == "gguf":
         return _load_hf(path.parent, dtype, gguf_file=path.name)
-    if path.is_dir() and (path / "config.json").exists():
+    if kind == "hf" and path.is_dir() and (path / "config.json").exists():
         return _load_hf(path, dtype)
     raise EigenscopeError(f"{path}: not a model (expected a HF folder, a .gguf file or an eigenscope save)")
-
-
-def _is_eigenscope(path: Path) -> bool:
-    from .compression.io import weights_file
-    f = weights_file(path)
-    if not f.exists() or f.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
-    with safe_open(str(f), "pt") as fh:
-        return "eigenscope_format" in (fh.metadata() or {})
-
-
-def hf_auto_class(config):
-    """AutoModelForCausalLM for decoders with an LM head, else AutoModel (encoders like BERT)."""
-    import transformers as tf
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
-
-    decoder = config.model_type in causal and not getattr(config, "is_encoder_decoder", False) \
-        and config.model_type not in ("bert", "roberta", "xlm-roberta", "electra")
-    return tf.AutoModelForCausalLM if decoder else tf.AutoModel
 
 
 def _load_hf(folder: Path, dtype, gguf_file: str | None = None):
@@ -62,8 +43,9 @@ def _load_hf(folder: Path, dtype, gguf_file: str | None = None):
 
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     try:
-        config = tf.AutoConfig.from_pretrained(folder, **kw)
-        model = hf_auto_class(config).from_pretrained(folder, dtype=dtype, **kw)
+        config = tf.AutoConfig.from_pretrained(folder, trust_remote_code=False, **kw)
+        cls = model_class(config, saved_class_name(config))
+        model = cls.from_pretrained(folder, dtype=dtype, trust_remote_code=False, **kw)
     except (OSError, ValueError) as e:
         raise EigenscopeError(f"{folder}: cannot load the model ({str(e).splitlines()[0]})") from None
     return model.eval(), _tokenizer(folder, **kw)
@@ -72,6 +54,6 @@ def _load_hf(folder: Path, dtype, gguf_file: str | None = None):
 def _tokenizer(folder: Path, **kw):
     import transformers as tf
     try:
-        return tf.AutoTokenizer.from_pretrained(folder, **kw)
+        return tf.AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **kw)
     except (OSError, ValueError, TypeError):
         return None

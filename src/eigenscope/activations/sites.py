@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..compression.calibrate import find_blocks   # the one place blocks are found
+from ..compression.targets import find_blocks   # the one place blocks are found
 from ..errors import EigenscopeError
 from ..nn.lowrank import LowRankLinear
 from .schema import DEFAULT_SITES, SITES

@@ -1,7 +1,12 @@
-"""Spectral analysis of every weight matrix: `analyze`, `summary`, and the fixed schema."""
-from .schema import COLUMNS, METRIC_GROUPS
+"""Spectral analysis of every weight matrix: `analyze`, `summary`, and the fixed schema.
 
-__all__ = ["analyze", "summary", "COLUMNS", "METRIC_GROUPS"]
+The schema's facts (COLUMNS, METRIC_GROUPS, STATUSES, GOOD_STATUSES, ALPHA_BAND) are defined in
+analysis/schema.py and imported from there by every other part of eigenscope.
+"""
+from .schema import ALPHA_BAND, COLUMNS, GOOD_STATUSES, METRIC_GROUPS, STATUSES
+
+__all__ = ["analyze", "summary", "COLUMNS", "METRIC_GROUPS", "STATUSES", "GOOD_STATUSES",
+           "ALPHA_BAND"]
 
 
 def __getattr__(name):

@@ -84,13 +84,15 @@ def compute_metrics(W: torch.Tensor, lam: np.ndarray, groups, *, status: str, se
         except Exception as e:  # a metric failure must not stop the analysis of the model
             warnings.append(f"{g} failed: {type(e).__name__}: {e}")
             continue
-        out.update({k: _as_float(vals.get(k)) for k in METRIC_GROUPS[g]})
+        missing = [k for k in METRIC_GROUPS[g] if k not in vals]
+        if missing:  # a bug, not a property of this matrix: never an all-NaN column
+            raise RuntimeError(f"metric group {g!r} returned no {missing}; its maths module "
+                               "declares them in COLUMNS")
+        out.update({k: _as_float(vals[k]) for k in METRIC_GROUPS[g]})
     return {"metrics": out, "warnings": warnings}
 
 
 def _as_float(v) -> float:
-    if v is None:
-        return math.nan
     try:
         return float(v)
     except (TypeError, ValueError):

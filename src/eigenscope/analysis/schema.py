@@ -1,5 +1,13 @@
-"""The one fixed schema of an analysis: the same columns whatever the options (NaN when skipped)."""
+"""The one fixed schema of an analysis: the same columns whatever the options (NaN when skipped),
+the statuses a row can have, and how a metric is read (the alpha band). Every part of eigenscope
+(tables, summary, plots, the HTML report) imports these facts from here.
+
+Metric columns are declared by the maths modules that compute them (`COLUMNS` in each); a group
+here is one of those modules, so a new column is one edit in its maths module.
+"""
 from __future__ import annotations
+
+from ..maths import farms, mp, norms, powerlaw, randomize, weibull
 
 # Identity of a row: which matrix it is and where it sits in the model.
 ID_COLUMNS = [
@@ -13,22 +21,33 @@ ID_COLUMNS = [
     "shape",     # stored shape as text, e.g. "576x1536"
     "dtype",     # stored dtype (before upcasting)
     "numel",     # number of entries of the analysed matrix
-    "status",    # ok | nan_inf | zero | degenerate | error
+    "status",    # one of STATUSES
     "warning",   # one-line text, empty when status is ok
 ]
 
-# Metric groups: `--metrics` selects groups; each group fills exactly these columns.
+# Metric groups: `--metrics` selects groups; each group fills exactly its module's COLUMNS.
 METRIC_GROUPS: dict[str, list[str]] = {
-    "norms": [
-        "spectral_norm", "frobenius_norm", "nuclear_norm", "stable_rank", "effective_rank",
-        "spectral_entropy", "numerical_rank", "log_norm", "log_spectral_norm",
-    ],
-    "powerlaw": ["alpha", "alpha_weighted", "log_alpha_norm", "xmin", "ks_distance", "n_tail"],
-    "mp": ["mp_sigma", "mp_edge", "mp_spikes", "mp_softrank", "gd_rank"],
-    "randomize": ["rand_traps", "rand_distance"],
-    "farms": ["farms_alpha"],
-    "weibull": ["weibull_k", "weibull_scale", "weibull_r2"],
+    "norms": list(norms.COLUMNS),
+    "powerlaw": list(powerlaw.COLUMNS),
+    "mp": list(mp.COLUMNS),
+    "randomize": list(randomize.COLUMNS),
+    "farms": list(farms.COLUMNS),
+    "weibull": list(weibull.COLUMNS),
 }
+
+# status -> meaning. Rows with a GOOD status enter averages; the others carry a warning.
+STATUSES = {
+    "ok": "every selected metric computed",
+    "partial": "a metric group failed (its columns are NaN; the warning says which and why)",
+    "nan_inf": "the matrix has NaN or Inf entries: metrics skipped",
+    "zero": "all entries are zero: metrics skipped",
+    "degenerate": "one singular value (a 1 x n matrix): only norms computed",
+}
+GOOD_STATUSES = ("ok", "partial")
+
+# Heavy-tailed self-regularisation reading of alpha (methods.md §1): 2 < alpha < 6 is typical of
+# well-trained layers; above: under-trained / random-like; below: possibly over-fit.
+ALPHA_BAND = (2.0, 6.0)
 
 METRIC_COLUMNS = [c for cols in METRIC_GROUPS.values() for c in cols]
 COLUMNS = ID_COLUMNS + METRIC_COLUMNS

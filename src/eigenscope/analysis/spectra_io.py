@@ -20,12 +20,12 @@ ROWS_KEY, SOURCE_KEY = "eigenscope.rows", "eigenscope.source"
 
 
 def save_spectra(path, df: pd.DataFrame, spectra: dict[str, np.ndarray], *, source: str = "") -> Path:
-    """Write singular values (from ascending eigenvalues `spectra`) and rows, atomically."""
+    """Write singular values `spectra` ({row name: values, descending}) and rows, atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {name: torch.from_numpy(np.sqrt(np.clip(lam[::-1], 0, None)).copy())
-               for name, lam in spectra.items()}
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(sv, dtype=np.float64))
+               for name, sv in spectra.items()}
     meta = {ROWS_KEY: df.to_json(orient="records"), SOURCE_KEY: source}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return path

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# Heavy-tailed self-regularisation reading of alpha (methods.md §1).
-ALPHA_OVERFIT, ALPHA_UNDERTRAINED = 2.0, 6.0
+from .schema import ALPHA_BAND, GOOD_STATUSES
 
 
 def summary(df: pd.DataFrame, *, by: str | None = None) -> pd.Series | pd.DataFrame:
@@ -20,18 +19,18 @@ def summary(df: pd.DataFrame, *, by: str | None = None) -> pd.Series | pd.DataFr
     """
     if by is not None:
         return pd.DataFrame({k: summary(g) for k, g in df.groupby(by, sort=True)}).T
-    ok = df[df["status"].isin(["ok", "partial"])] if "status" in df else df
+    ok = df[df["status"].isin(GOOD_STATUSES)] if "status" in df else df
     out = {
         "matrices": len(df),
         "ok": int((df["status"] == "ok").sum()) if "status" in df else len(df),
-        "bad": int((~df["status"].isin(["ok", "partial"])).sum()) if "status" in df else 0,
+        "bad": int((~df["status"].isin(GOOD_STATUSES)).sum()) if "status" in df else 0,
     }
     alpha = _finite(ok, "alpha")
     out["alpha_fitted"] = int(alpha.size)
     out["alpha_mean"] = _stat(alpha, np.mean)
     out["alpha_median"] = _stat(alpha, np.median)
-    out["under_trained"] = int((alpha > ALPHA_UNDERTRAINED).sum())
-    out["over_fit"] = int((alpha < ALPHA_OVERFIT).sum())
+    out["under_trained"] = int((alpha > ALPHA_BAND[1]).sum())
+    out["over_fit"] = int((alpha < ALPHA_BAND[0]).sum())
     for col in ("alpha_weighted", "log_alpha_norm", "stable_rank", "effective_rank",
                 "farms_alpha", "mp_softrank", "weibull_k"):
         out[f"{col}_mean"] = _stat(_finite(ok, col), np.mean)

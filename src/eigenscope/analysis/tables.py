@@ -17,6 +17,7 @@ WRITERS = {
 
 
 def write_table(df: pd.DataFrame, path) -> Path:
+    """Write `df` as CSV, JSON or Parquet by the suffix of `path`, atomically."""
     path = Path(path)
     writer = WRITERS.get(path.suffix.lower())
     if writer is None:

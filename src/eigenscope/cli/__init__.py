@@ -3,32 +3,12 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from ..errors import EigenscopeError
+from . import analyze_cmd, compress_cmd, report_cmd  # noqa: F401  (importing registers commands)
+from . import activations_cmd  # noqa: F401
+from ._app import app
 
-app = typer.Typer(
-    name="eigenscope",
-    help="Read the weight matrices of a neural network, diagnose them through their spectra, "
-         "and act on what you see.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-# Importing a command module registers its command on `app`.
-from . import analyze_cmd, compress_cmd, report_cmd  # noqa: E402,F401
-from . import activations_cmd  # noqa: E402,F401
-
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
-                                       is_eager=True)):
-    """Read the weight matrices of a neural network, diagnose them through their spectra, and act."""
-    if version:
-        from .. import __version__
-        typer.echo(f"eigenscope {__version__}")
-        raise typer.Exit()
+__all__ = ["app", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ._app import app
 
 SHOWN = ["name", "tokens", "dim", "mp_spikes", "effective_rank", "spectral_entropy", "top_share",
          "anisotropy", "matrix_entropy", "matrix_nuclear_norm"]

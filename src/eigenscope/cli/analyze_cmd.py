@@ -6,15 +6,17 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ._app import app
 
 SHOWN = ["name", "role", "shape", "alpha", "stable_rank", "mp_spikes", "farms_alpha", "status"]
 
 
 @app.command()
 def analyze(
-    source: str = typer.Argument(..., help="nn.Module checkpoint folder, .safetensors, .gguf, or a "
-                                          "built-in name: smollm2-135m, minilm-l6."),
+    source: str = typer.Argument(..., help="A Hugging Face folder (safetensors or weights-only .bin), "
+                                          "a .safetensors or .gguf file, a model written by "
+                                          "`eigenscope compress`, or a built-in name: smollm2-135m, "
+                                          "minilm-l6."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write all rows to .csv, .json or .parquet."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated metric groups or columns "
@@ -22,6 +24,10 @@ def analyze(
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Regex on matrix names; others are not read."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (eigenvalue problems)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads for the per-matrix metrics."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory",
+                                             help="Bytes of matrices read, queued and in flight (e.g. "
+                                                  "2GiB); default min(4 GiB, a quarter of the available "
+                                                  "memory). A larger matrix is analysed alone."),
     seed: int = typer.Option(0, "--seed", help="Seed of the randomization test and sub-sampling."),
     save_spectra: Optional[Path] = typer.Option(None, "--save-spectra",
                                                 help="Also save every matrix's singular values (.safetensors)."),
@@ -38,7 +44,7 @@ def analyze(
         _check_table_suffix(out)
     t0 = time.perf_counter()
     df = run(source, metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
-             save_spectra=save_spectra, progress=True)
+             max_memory=max_memory, save_spectra=save_spectra, progress=True)
     elapsed = time.perf_counter() - t0
     _print_table(df, rows)
     _print_summary(summary(df), elapsed)
@@ -97,10 +103,13 @@ def _pick_rows(df, rows: int):
 
 
 def _print_summary(s, elapsed: float) -> None:
+    from ..analysis.schema import ALPHA_BAND
+
+    lo, hi = (f"{a:g}" for a in ALPHA_BAND)
     typer.echo(
         f"{s['matrices']} matrices ({s['bad']} bad) in {elapsed:.1f} s | alpha median "
-        f"{_fmt(s['alpha_median'])} over {s['alpha_fitted']} fits | under-trained (alpha>6) "
-        f"{s['under_trained']} | over-fit (alpha<2) {s['over_fit']} | correlation traps "
+        f"{_fmt(s['alpha_median'])} over {s['alpha_fitted']} fits | under-trained (alpha>{hi}) "
+        f"{s['under_trained']} | over-fit (alpha<{lo}) {s['over_fit']} | correlation traps "
         f"{s['correlation_traps']}")
 
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import app
+from ._app import app
 
 SOURCE_HELP = ("A model (folder, .safetensors, .gguf, built-in name smollm2-135m / minilm-l6, "
                "a model written by `eigenscope compress`) or a saved analysis (.csv, .json, "
@@ -46,7 +46,7 @@ def compare(
 ):
     """Compare two checkpoints matrix by matrix: metric deltas, subspace overlap, one-sided matrices."""
     from ..analysis.tables import write_table
-    from ..report.compare import compare as run
+    from ..comparison import compare as run
 
     _check_html(out)
     kw = {} if _is_table(a) and _is_table(b) else dict(layers=layers, metrics=metrics)
@@ -64,7 +64,7 @@ def compare(
 
 
 def _is_table(source: str) -> bool:
-    from ..report.inputs import is_analysis
+    from ..analysis.saved import is_analysis
     return is_analysis(source)
 
 

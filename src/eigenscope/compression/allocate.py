@@ -14,10 +14,12 @@ import torch
 
 from ..errors import EigenscopeError
 from ..maths.lowrank import tail_energy, useful_rank
+from ..maths.mp import gd_rank as mp_gd_rank
 
 
 @dataclass
 class Curve:
+    """One matrix's loss curve for allocation: the method's spectrum s of an m x n matrix."""
     name: str
     m: int
     n: int
@@ -25,6 +27,7 @@ class Curve:
     normalise: bool = True   # divide losses by the total energy (no loss-unit weight available)
 
     def loss(self) -> np.ndarray:
+        """e[r] for r = 0..min(m, n): the loss of keeping rank r (normalised to e[0] = 1 unless in loss units)."""
         e = tail_energy(self.s).numpy()  # e[r], r = 0..min(m, n)
         return e / max(e[0], 1e-300) if self.normalise else e
 
@@ -59,13 +62,12 @@ def energy(curves, fraction, multiple):
 
 
 def gd_rank(curves, multiple):
-    """Gavish-Donoho hard threshold: keep the singular values above omega(gamma) * median."""
+    """Gavish-Donoho hard threshold: keep the singular values above omega(gamma) * median
+    (maths.mp.gd_rank, the same function as the analysis's `gd_rank` column)."""
     out = {}
     for c in curves:
-        s = c.s.double()
-        g = min(c.m, c.n) / max(c.m, c.n)
-        tau = (0.56 * g**3 - 0.95 * g**2 + 1.82 * g + 1.43) * float(s.median())
-        r = -(-max(int((s > tau).sum()), 1) // multiple) * multiple
+        k = mp_gd_rank(c.s.double().numpy() ** 2, c.m, c.n)
+        r = -(-max(int(k) if k == k else 1, 1) // multiple) * multiple
         out[c.name] = r if r <= useful_rank(c.m, c.n) else None
     return out
 
@@ -171,5 +173,6 @@ def _fixed(c: Curve, spec, multiple):
 
 
 def check_ratio(ratio) -> None:
+    """Fail with one line unless `ratio` is a fraction in (0, 1) of parameters removed."""
     if ratio is None or not (0 < float(ratio) < 1):
         raise EigenscopeError(f"ratio {ratio!r} must be a fraction in (0, 1) of parameters removed")

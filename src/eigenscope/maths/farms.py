@@ -16,6 +16,8 @@ import torch
 from .powerlaw import fit_powerlaw
 from .spectrum import eigvals
 
+COLUMNS = ("farms_alpha",)
+
 # Window cap: a seeded sample of at most 4 windows per matrix. The window eigenvalue problems
 # are FARMS's whole cost (a 512-window costs ~13 ms; 1536 x 576 has 10 windows, the 49152 x 576
 # embedding 382); 4 windows already pool >= 4 M' eigenvalues, and the aspect-ratio test holds
@@ -64,7 +66,7 @@ def farms_alpha(W: torch.Tensor, *, window: int = 512, max_windows: int = MAX_WI
                 seed: int = 0) -> dict:
     """{"farms_alpha": alpha of the pooled, size-normalised window ESDs} (NaN if undefined)."""
     if W.dim() != 2 or min(W.shape) < 2 or not bool(torch.isfinite(W).all()):
-        return {"farms_alpha": math.nan}
+        return dict.fromkeys(COLUMNS, math.nan)
     wins = farms_windows(W, window=window, max_windows=max_windows, seed=seed)  # (b, M', M')
     # float32 Gram, no float64 refinement: square windows always reach down to ~0 (the MP hard
     # edge), so "auto" would redo every window in float64 (2.5-3x slower, measured), yet the

@@ -10,6 +10,7 @@ at worst and far better for the rest; the tail (alpha) and the bulk (MP) are una
 from __future__ import annotations
 
 import torch
+from ..errors import ArgumentError
 
 # lambda_min / lambda_1 below this -> recompute in float64 (about 10x the float32 error).
 REFINE_BELOW = 1e-4
@@ -29,7 +30,7 @@ def eigvals(W: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
     Accepts a batch of same-shape matrices (b, m, n).
     """
     if precision not in ("auto", "float64", "float32"):
-        raise ValueError(f"precision must be auto, float64 or float32, not {precision!r}")
+        raise ArgumentError(f"precision must be auto, float64 or float32, not {precision!r}")
     if precision == "float64":
         return torch.linalg.eigvalsh(gram(W, torch.float64)).clamp_min_(0.0)
     lam = torch.linalg.eigvalsh(gram(W, torch.float32)).double().clamp_min_(0.0)

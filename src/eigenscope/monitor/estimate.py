@@ -60,5 +60,6 @@ def exact_metrics(W: torch.Tensor, k: int, wanted) -> dict:
 
 
 def alpha_of(lam: torch.Tensor) -> float:
+    """Power-law alpha of a spectrum's tail (eigenvalues), NaN when it cannot be fitted."""
     from eigenscope.maths.powerlaw import fit_powerlaw     # imported late: optional metric
     return float(fit_powerlaw(lam.cpu().numpy())["alpha"])

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from eigenscope.monitor.estimate import alpha_of, cheap_metrics, exact_metrics, top_singular
+from ..errors import ArgumentError
 
 METRICS = ("alpha", "stable_rank", "spectral_norm", "top_sv")
 
@@ -42,9 +43,9 @@ class SpectralMonitor:
                  niter: int = 2, seed: int = 0):
         bad = set(metrics) - set(METRICS)
         if bad:
-            raise ValueError(f"unknown metrics {sorted(bad)}; choose from {METRICS}")
+            raise ArgumentError(f"unknown metrics {sorted(bad)}; choose from {METRICS}")
         if method not in ("randomized", "exact"):
-            raise ValueError(f"method must be 'randomized' or 'exact', not {method!r}")
+            raise ArgumentError(f"method must be 'randomized' or 'exact', not {method!r}")
         pattern = re.compile(layers) if layers else None
         self.matrices = [(n, p) for n, p in model.named_parameters()
                          if p.ndim == 2 and (pattern is None or pattern.search(n))]
@@ -81,10 +82,12 @@ class SpectralMonitor:
         return make_callback(self)
 
     def overhead(self) -> float:
+        """Share of the training time spent in the monitor so far."""
         total = self.own_time + self.train_time
         return self.own_time / total if total > 0 else 0.0
 
     def dataframe(self):
+        """Every recorded measurement, one row per (step, matrix)."""
         import pandas as pd
         return pd.DataFrame(self.rows)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..errors import ArgumentError
+from .weight_view import WeightView
 
 
 class LowRankLinear(nn.Module):
@@ -26,7 +28,7 @@ class LowRankLinear(nn.Module):
         """Build from B (m, r) and A (r, n): W' = B @ A."""
         (m, r), (r2, n) = B.shape, A.shape
         if r != r2:
-            raise ValueError(f"factor shapes do not chain: B {tuple(B.shape)}, A {tuple(A.shape)}")
+            raise ArgumentError(f"factor shapes do not chain: B {tuple(B.shape)}, A {tuple(A.shape)}")
         mod = cls(n, m, r, bias=bias is not None, device=A.device, dtype=A.dtype)
         with torch.no_grad():
             mod.down.weight.copy_(A)  # (r, n)
@@ -51,10 +53,23 @@ class LowRankLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.down(x))  # (.., n) -> (.., r) -> (.., m)
 
+    @property
+    def weight(self) -> WeightView:
+        """The (out, in) weight's shape, dtype and device, without its values (nn/weight_view.py):
+        model code that reads `.weight.dtype` keeps working; arithmetic on it raises. Inside
+        torch.compile (which cannot trace building that view) it is one NaN expanded to
+        (out, in): same metadata, no memory, and NaN in anything computed from it."""
+        w, shape = self.up.weight, (self.out_features, self.in_features)
+        if torch.compiler.is_compiling():
+            return w.new_full((), float("nan")).expand(shape)
+        return WeightView(shape, dtype=w.dtype, device=w.device)
+
     def dense_weight(self) -> torch.Tensor:
+        """The dense (out, in) weight up @ down this layer stands for."""
         return self.up.weight @ self.down.weight  # (m, r) @ (r, n)
 
     def to_dense(self) -> nn.Linear:
+        """An nn.Linear with the dense weight and the bias (a copy)."""
         lin = nn.Linear(self.in_features, self.out_features, bias=self.up.bias is not None,
                         device=self.up.weight.device, dtype=self.up.weight.dtype)
         with torch.no_grad():

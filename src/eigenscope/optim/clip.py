@@ -7,6 +7,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from eigenscope.linalg import hard_clip, soft_clip
+from ..errors import ArgumentError
 
 
 def _clip(U: torch.Tensor, c: float, mode: str) -> torch.Tensor:
@@ -44,9 +45,9 @@ class SpectralClip:
     def __init__(self, base_optimizer: torch.optim.Optimizer, c: float = 1e-2, *,
                  mode: str = "soft", pre_clip: float | None = None):
         if mode not in ("soft", "hard"):
-            raise ValueError(f"mode must be 'soft' or 'hard', not {mode!r}")
+            raise ArgumentError(f"mode must be 'soft' or 'hard', not {mode!r}")
         if not c > 0:
-            raise ValueError(f"c must be positive, got {c}")
+            raise ArgumentError(f"c must be positive, got {c}")
         self.base, self.c, self.mode, self.pre_clip = base_optimizer, float(c), mode, pre_clip
         self._post_hooks: OrderedDict = OrderedDict()
 
@@ -64,15 +65,19 @@ class SpectralClip:
         return self.base.defaults
 
     def zero_grad(self, set_to_none: bool = True):
+        """The wrapped optimiser's zero_grad."""
         self.base.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self):
+        """The wrapped optimiser's state dict (the clip itself holds no state)."""
         return self.base.state_dict()
 
     def load_state_dict(self, state_dict):
+        """Load the wrapped optimiser's state."""
         self.base.load_state_dict(state_dict)
 
     def add_param_group(self, group):
+        """Add a parameter group to the wrapped optimiser."""
         self.base.add_param_group(group)
 
     def register_step_post_hook(self, hook) -> RemovableHandle:
@@ -91,6 +96,7 @@ class SpectralClip:
 
     @torch.no_grad()
     def step(self, closure=None):
+        """The wrapped optimiser's step, then each 2-D update replaced by its spectral clip."""
         params = self._matrices()
         if self.pre_clip is not None and params:
             grads = _batched([p.grad for p in params], lambda G: soft_clip(G, self.pre_clip))

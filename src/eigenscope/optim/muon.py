@@ -17,15 +17,17 @@ from collections import defaultdict
 import torch
 
 from eigenscope.linalg import polar_ns
+from ..errors import ArgumentError
 
 
 def adjusted_lr(lr: float, shape, adjust_lr_fn: str | None = "original") -> float:
+    """Learning rate for a (rows, cols) matrix under the chosen adjustment rule."""
     m, n = shape[:2]
     if adjust_lr_fn in (None, "original"):
         return lr * math.sqrt(max(1.0, m / n))
     if adjust_lr_fn == "match_rms_adamw":
         return lr * 0.2 * math.sqrt(max(m, n))
-    raise ValueError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', not {adjust_lr_fn!r}")
+    raise ArgumentError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', not {adjust_lr_fn!r}")
 
 
 class Muon(torch.optim.Optimizer):
@@ -44,9 +46,9 @@ class Muon(torch.optim.Optimizer):
                  adjust_lr_fn: str | None = "original", ns_steps: int | None = None,
                  ns_dtype: torch.dtype | None = None):
         if orthogonalizer not in ("ns5", "aol4"):
-            raise ValueError(f"orthogonalizer must be 'ns5' or 'aol4', not {orthogonalizer!r}")
+            raise ArgumentError(f"orthogonalizer must be 'ns5' or 'aol4', not {orthogonalizer!r}")
         if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError("lr, momentum and weight_decay must be >= 0")
+            raise ArgumentError("lr, momentum and weight_decay must be >= 0")
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         orthogonalizer=orthogonalizer, adjust_lr_fn=adjust_lr_fn,
                         ns_steps=ns_steps, ns_dtype=ns_dtype)
@@ -54,7 +56,7 @@ class Muon(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
-                    raise ValueError(f"Muon takes 2-D parameters only, got shape {tuple(p.shape)}")
+                    raise ArgumentError(f"Muon takes 2-D parameters only, got shape {tuple(p.shape)}")
 
     def _directions(self, group) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(param, momentum direction) for every param with a gradient; updates the buffers."""

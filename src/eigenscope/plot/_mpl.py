@@ -18,12 +18,14 @@ def new_figure(figsize=(4.6, 3.2), ncols: int = 1, nrows: int = 1, squeeze: bool
 
 
 def to_png(fig, *, dpi: int = 80) -> bytes:
+    """PNG bytes of a figure."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
 def to_svg(fig) -> str:
+    """Inline SVG text of a figure (no XML prolog)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg")
     text = buf.getvalue()
@@ -31,4 +33,5 @@ def to_svg(fig) -> str:
 
 
 def data_uri(png: bytes) -> str:
+    """A data: URI embedding PNG bytes (for self-contained pages)."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

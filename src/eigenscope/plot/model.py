@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..analysis.schema import ALPHA_BAND
 from ._mpl import new_figure
 
-ALPHA_BAND = (2.0, 6.0)   # heavy-tailed self-regularisation: outside it = over-fit / under-trained
 ROLE_COLORS = {"q": "#1f77b4", "k": "#ff7f0e", "v": "#2ca02c", "o": "#d62728", "gate": "#9467bd",
                "up": "#8c564b", "down": "#e377c2", "embed": "#7f7f7f", "head": "#bcbd22",
                "other": "#17becf"}

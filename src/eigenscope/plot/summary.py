@@ -6,9 +6,7 @@ import html
 import numpy as np
 import pandas as pd
 
-from .model import ALPHA_BAND
-
-GOOD = ("ok", "partial")
+from ..analysis.schema import ALPHA_BAND, GOOD_STATUSES as GOOD
 
 
 def _num(df, col):
@@ -65,6 +63,7 @@ class Summary:
         self.flags = flags(df)
 
     def flagged(self) -> pd.DataFrame:
+        """The rows that stand out, with their flag text."""
         cols = [c for c in ("name", "block", "role", "alpha", "stable_rank", "mp_spikes",
                             "rand_traps", "status") if c in self.df]
         out = self.df.loc[self.flags != "", cols].copy()
@@ -72,6 +71,7 @@ class Summary:
         return out
 
     def figure(self):
+        """Metrics by block (alpha, stable rank, MP spikes) as a Figure."""
         from .model import metrics_by_block
         return metrics_by_block(self.df)
 

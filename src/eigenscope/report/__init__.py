@@ -1,13 +1,12 @@
-"""The spectral report (one self-contained HTML file) and the comparison of two models.
+"""The spectral report: one self-contained HTML file of an analysis.
 
     build_report(df, spectra=None, *, title=..., out=None, plots="flagged") -> HTML text
     report_from_source(source, out, ...)   analyse a model or read a saved analysis, write HTML
-    compare(a, b, *, out=None, k=8)        two models/analyses side by side -> DataFrame
+
+The comparison of two models is `eigenscope.compare` (its page is drawn here too).
 """
 from __future__ import annotations
 
 from .api import build_report, report_from_source
-from .compare import compare
 
-__all__ = ["build_report", "report_from_source", "compare"]
-
+__all__ = ["build_report", "report_from_source"]

@@ -61,7 +61,7 @@ def report_from_source(source, out, *, title: str | None = None, plots="flagged"
                        max_images: int = MAX_IMAGES, **analyze_kw) -> Path:
     """Analyse a model (or read a saved analysis) and write its report to `out`."""
     from ..activations.io import is_activations
-    from .inputs import load_any
+    from ..analysis.saved import load_any
 
     if is_activations(source):                 # an activations table: its own page
         from .activations_view import activations_report_from_file

@@ -13,6 +13,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from ..analysis.schema import ALPHA_BAND, GOOD_STATUSES
+
 
 COMPACT_POINTS = 128     # singular values kept per row for the in-browser plots
 TOP_EXACT = 32           # the largest ones are kept exactly: they are the tail
@@ -22,7 +24,13 @@ TABLE_COLUMNS = ["name", "block", "role", "shape", "status", "flag", "alpha", "s
                  "farms_alpha", "gd_rank"]
 
 
+def facts() -> dict:
+    """What the page's script must agree on with the rest of eigenscope (analysis/schema.py)."""
+    return {"alpha_band": list(ALPHA_BAND), "good_statuses": list(GOOD_STATUSES)}
+
+
 def asset(name: str) -> str:
+    """Text of a packaged report asset (template, CSS, JS)."""
     return resources.files("eigenscope.report").joinpath("assets", name).read_text(encoding="utf-8")
 
 
@@ -52,6 +60,7 @@ def _clean(v):
 
 
 def rows_json(df: pd.DataFrame, flag: pd.Series) -> list[dict]:
+    """Rows as JSON-ready dicts (NaN dropped, numbers shortened) with their flag."""
     out = []
     for rec, f in zip(df.to_dict(orient="records"), flag):
         rec = {k: _clean(v) for k, v in rec.items() if not (isinstance(v, float) and
@@ -100,7 +109,8 @@ def model_figures(df: pd.DataFrame, spectra: dict) -> list[tuple[str, str]]:
     from ..plot._mpl import data_uri, to_png
     from ..plot.model import metrics_by_block, sv_curves
 
-    figs = [("alpha, stable rank and MP spikes by block (green band: 2 ≤ α ≤ 6)",
+    lo, hi = ALPHA_BAND
+    figs = [(f"alpha, stable rank and MP spikes by block (green band: {lo:g} ≤ α ≤ {hi:g})",
              metrics_by_block(df))]
     if spectra:
         figs.append(("singular values s_i / s_1 by role (colour: block)", sv_curves(df, spectra)))

@@ -38,6 +38,7 @@ class Source:
     description: str = "model"
 
     def tensors(self) -> list[TensorInfo]:
+        """Metadata of every stored tensor; reads no weights."""
         raise NotImplementedError
 
     def read(self, name: str) -> torch.Tensor:
@@ -45,6 +46,7 @@ class Source:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Release files and handles (the source is not used afterwards)."""
         pass
 
     def __enter__(self):

@@ -43,6 +43,7 @@ def config_flags(folder: Path) -> dict:
 
 
 def open_folder(folder: Path) -> Source:
+    """A Source for a Hugging Face folder: its shard index, safetensors, torch .bin files or one GGUF."""
     flags = config_flags(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from ..errors import ArgumentError
 
 _GPT2_CONV1D = re.compile(r"(?:^|\.)(?:attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 
@@ -40,7 +41,7 @@ def to_matrix(t, layout: str, expert: int = -1):
         return t.reshape(t.shape[0], -1)  # (out, in, *k) -> (out, in * prod(k))
     if layout == "moe":
         return t[expert]  # (experts, out, in) -> (out, in)
-    raise ValueError(f"layout {layout!r} makes no matrix")
+    raise ArgumentError(f"layout {layout!r} makes no matrix")
 
 
 def matrix_shape(shape: tuple[int, ...], layout: str) -> tuple[int, int] | None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from eigenscope.nn.lowrank import LowRankLinear
+from ..errors import ArgumentError
 
 # Not re-parameterised by default: input embeddings and output heads.
 EXCLUDE = r"(^|\.)(lm_head|embed_out|embed_tokens|wte|wpe|output|head|classifier|score)$"
@@ -68,6 +69,7 @@ class SVLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def dense_weight(self) -> torch.Tensor:
+        """The dense weight U diag(s) V^T (+ couplings) this layer stands for."""
         return self.U @ self.core() @ self.V.T                     # (m, r)(r, r)(r, n)
 
     def extra_repr(self) -> str:
@@ -99,7 +101,7 @@ def wrap(module: nn.Module, *, top_k_couplings: int = 0) -> SVLinear:
         (U, s, V), kind, bias = _svd_linear(module), "linear", module.bias
         dtype = module.weight.dtype
     else:
-        raise TypeError(f"cannot wrap {type(module).__name__}: nn.Linear or LowRankLinear only")
+        raise ArgumentError(f"cannot wrap {type(module).__name__}: nn.Linear or LowRankLinear only")
     bias = None if bias is None else bias.detach()
     return SVLinear(U.to(dtype), s.to(dtype), V.to(dtype), bias, kind=kind,
                     top_k_couplings=top_k_couplings)

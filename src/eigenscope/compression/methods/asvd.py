@@ -7,13 +7,17 @@ from typing import ClassVar
 import torch
 
 from ...maths.lowrank import truncate_scaled
-from ..registry import register
+from ..registry import MethodBase, register
 
 
 @dataclass(frozen=True)
 class ASVDConfig:
+    """Activation-aware SVD (ASVD): input channels scaled by their mean |activation|^alpha.
+
+    alpha -- exponent of the channel scale (0: plain SVD)
+    """
+
     name: ClassVar[str] = "asvd"
-    sequential: ClassVar[bool] = False
     alpha: float = 0.5
 
 
@@ -24,13 +28,15 @@ def _scale(cfg, st, layer):
 
 
 @register(ASVDConfig)
-class ASVD:
-    needs: ClassVar[frozenset] = frozenset({"absmean"})
+class ASVD(MethodBase):
+    """Handler of ASVDConfig: the spectrum is that of W diag(s)."""
+
+    NEEDS = frozenset({"absmean"})
 
     @staticmethod
-    def spectrum(cfg, W, st, layer=""):
+    def spectrum(cfg, W, st, *, layer="", state=None):
         return torch.linalg.svdvals(W.double() * _scale(cfg, st, layer))
 
     @staticmethod
-    def factors(cfg, W, st, rank, layer=""):
+    def factors(cfg, W, st, rank, *, layer="", state=None):
         return truncate_scaled(W, rank, right=_scale(cfg, st, layer))

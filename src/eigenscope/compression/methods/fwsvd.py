@@ -7,13 +7,15 @@ from typing import ClassVar
 import torch
 
 from ...maths.lowrank import truncate_scaled
-from ..registry import register
+from ..registry import MethodBase, register
 
 
 @dataclass(frozen=True)
 class FWSVDConfig:
+    """Fisher-weighted SVD (FWSVD): output rows weighted by their summed squared gradients.
+    Needs a model that returns a language-model loss."""
+
     name: ClassVar[str] = "fwsvd"
-    sequential: ClassVar[bool] = False
 
 
 def _rows(st, layer):
@@ -22,13 +24,15 @@ def _rows(st, layer):
 
 
 @register(FWSVDConfig)
-class FWSVD:
-    needs: ClassVar[frozenset] = frozenset({"fisher_w"})
+class FWSVD(MethodBase):
+    """Handler of FWSVDConfig: the spectrum is that of diag(d) W."""
+
+    NEEDS = frozenset({"fisher_w"})
 
     @staticmethod
-    def spectrum(cfg, W, st, layer=""):
+    def spectrum(cfg, W, st, *, layer="", state=None):
         return torch.linalg.svdvals(_rows(st, layer)[:, None] * W.double())
 
     @staticmethod
-    def factors(cfg, W, st, rank, layer=""):
+    def factors(cfg, W, st, rank, *, layer="", state=None):
         return truncate_scaled(W, rank, left=_rows(st, layer))

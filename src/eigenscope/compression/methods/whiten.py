@@ -2,17 +2,19 @@
 sequential error compensation (methods.md §2)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from ...maths.lowrank import (compensated_target, pair_error, truncate_whiten, whitened_spectrum,
-                             whitening_factor)
-from ..registry import register
+from ...maths.lowrank import compensated_target, pair_error, truncate_whiten, whitened_spectrum
+from ...inputs import has_lm_loss
+from ..registry import CallState, MethodBase, register
 
 
 @dataclass(frozen=True)
 class WhitenConfig:
-    """sequential    -- block l+1 is calibrated on the outputs of already compressed blocks
+    """Whitened SVD (SVD-LLM's optimum of ||(W - W')X||), sequential, loss-weighted on LMs.
+
+    sequential    -- block l+1 is calibrated on the outputs of already compressed blocks
     damp          -- ridge of the compensated target, relative to trace(G_cc) / n
     blend         -- candidate weights a of W_t = a W* + (1 - a) W, chosen per matrix on the
                      held-out calibration slice (a = 0: no compensation; a = 1: plain W*).
@@ -20,9 +22,9 @@ class WhitenConfig:
                      SmolLM2-135M at ratio 0.4 the per-matrix choice among (0, 0.5, 1) raised
                      perplexity 34 -> 354: a small local pair error does not mean a small
                      model loss, so compensation is opt-in (e.g. blend=(0.0, 0.5, 1.0))
-    output_fisher -- weight output channels by D = sqrt(mean (dLoss/dy)^2): losses in model-loss units,
-                     comparable across matrices for global allocation. None (default): on for
-                     models that return a language-model loss (causal LMs), off otherwise
+    output_fisher -- weight output channels by D = sqrt(mean (dLoss/dy)^2): losses in model-loss
+                     units, comparable across matrices for global allocation. None (default):
+                     on for models that return a language-model loss (causal LMs), off otherwise
     """
 
     name: ClassVar[str] = "whiten"
@@ -32,53 +34,76 @@ class WhitenConfig:
     output_fisher: bool | None = None
 
 
-_FACTORS: dict[int, tuple] = {}  # id(G) -> (G, L): Linears sharing an input share one eigh
-
-
-def _factor(G):
-    hit = _FACTORS.get(id(G))
-    if hit is None or hit[0] is not G:
-        if len(_FACTORS) > 8:  # a block holds a few distinct inputs; keep memory bounded
-            _FACTORS.clear()
-        hit = _FACTORS[id(G)] = (G, whitening_factor(G))
-    return hit[1]
+def _factor(W, G, state):
+    """L (L L^T = G), shared by the Linears reading one input; None for a wide W, whose
+    whitened problem needs no L (maths.lowrank._whitened_left)."""
+    if W.shape[0] <= W.shape[1]:
+        return None
+    return (state or CallState()).whitening(G)
 
 
 def _d(cfg, st, layer):
     return st.require("d_out", layer) if cfg.output_fisher else None
 
 
-@register(WhitenConfig)
-class Whiten:
-    needs: ClassVar[frozenset] = frozenset({"gram"})
+@register(WhitenConfig, presets={"whiten-fisher": {"output_fisher": True}})
+class Whiten(MethodBase):
+    """Handler of WhitenConfig: the spectrum is that of D W L, L L^T = G."""
 
     @staticmethod
-    def spectrum(cfg, W, st, layer=""):
+    def needs(cfg) -> frozenset:
+        return frozenset({"gram", "d_out"} if cfg.output_fisher else {"gram"})
+
+    @staticmethod
+    def prepare(cfg, model):
+        """output_fisher=None (auto) becomes on where the model returns a language-model loss."""
+        return replace(cfg, output_fisher=has_lm_loss(model)) if cfg.output_fisher is None else cfg
+
+    @staticmethod
+    def sequential(cfg) -> bool:
+        return cfg.sequential
+
+    @staticmethod
+    def loss_units(cfg) -> bool:
+        return bool(cfg.output_fisher)
+
+    @staticmethod
+    def spectrum(cfg, W, st, *, layer="", state=None):
         G = st.require("gram", layer)
-        return whitened_spectrum(W, G, _d(cfg, st, layer), L=_factor(G))
+        return whitened_spectrum(W, G, _d(cfg, st, layer), L=_factor(W, G, state))
 
     @staticmethod
-    def factors(cfg, W, st, rank, layer=""):
-        """Sequential stats (extra: G_oc, G_cc, held-out H_*) switch on compensation."""
-        d = _d(cfg, st, layer)
-        ex = st.extra
-        if not ex:
+    def factors(cfg, W, st, rank, *, layer="", state=None):
+        """Sequential statistics (st.pair) switch on compensation when `blend` asks for it."""
+        state = state or CallState()
+        d, pair = _d(cfg, st, layer), st.pair
+        if pair is None:
             G = st.require("gram", layer)
-            B, A, _ = truncate_whiten(W, G, rank, d_out=d, L=_factor(G))
+            B, A, _ = truncate_whiten(W, G, rank, d_out=d, L=_factor(W, G, state))
             return B, A
         # without a held-out slice a blend cannot be chosen honestly: take the middle candidate
-        blends = cfg.blend if "H_oo" in ex else (sorted(cfg.blend)[len(cfg.blend) // 2],)
-        target = W.double()
-        if any(a != 0 for a in blends):  # W* costs a solve; skip it when no candidate uses it
-            target = compensated_target(W, ex["G_oc"], ex["G_cc"], damp=cfg.damp)
-        best = None
-        for a in blends:
-            B, A, _ = truncate_whiten(a * target + (1 - a) * W.double(), ex["G_cc"], rank, d_out=d,
-                                      L=_factor(ex["G_cc"]))
-            Dw = W.double() if d is None else d.double()[:, None] * W.double()
+        held = pair.h_oo is not None
+        blends = cfg.blend if held else (sorted(cfg.blend)[len(cfg.blend) // 2],)
+        B, A, a = _best_blend(cfg, W, pair, rank, d, blends, _factor(W, pair.g_cc, state))
+        if len(cfg.blend) > 1:
+            state.note(layer, blend=a)
+        return B, A
+
+
+def _best_blend(cfg, W, pair, rank, d, blends, L):
+    """(B, A, a) of the blend with the least held-out pair error (the only one if just one)."""
+    W = W.double()
+    target = W
+    if any(a != 0 for a in blends):  # W* costs a solve; skip it when no candidate uses it
+        target = compensated_target(W, pair.g_oc, pair.g_cc, damp=cfg.damp)
+    Dw = W if d is None else d.double()[:, None] * W
+    best = None
+    for a in blends:
+        B, A, _ = truncate_whiten(a * target + (1 - a) * W, pair.g_cc, rank, d_out=d, L=L)
+        err = 0.0
+        if len(blends) > 1:
             DWc = B @ A if d is None else d.double()[:, None] * (B @ A)
-            err = pair_error(Dw, DWc, ex["H_oo"], ex["H_oc"], ex["H_cc"]) if len(blends) > 1 else 0.0
-            if best is None or err < best[0]:
-                best = (err, B, A, a)
-        st.extra["chosen_blend"] = best[3]
-        return best[1], best[2]
+            err = pair_error(Dw, DWc, pair.h_oo, pair.h_oc, pair.h_cc)
+        if best is None or err < best[0]:
+            best = (err, B, A, a)
+    return best[1], best[2], best[3]

@@ -4,6 +4,7 @@
 (function () {
   const DATA = JSON.parse(document.getElementById("data").textContent);
   const COMPARE = DATA.kind === "compare";
+  const FACTS = DATA.facts;   // alpha band, good statuses: defined once in analysis/schema.py
   const TEXT_COLS = new Set(["name", "role", "shape", "status", "flag", "warning", "dtype", "tensor"]);
   const $ = (id) => document.getElementById(id);
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -42,7 +43,7 @@
     const w = (hi - lo) / nb || 1, counts = new Array(nb).fill(0);
     vals.forEach((v) => { counts[Math.min(nb - 1, Math.floor((v - lo) / w))]++; });
     const bars = counts.map((c, i) => [lo + i * w, lo + (i + 1) * w, c]);
-    const band = col === "alpha" ? [{x: 2, color: "#27ae60"}, {x: 6, color: "#27ae60"}] : [];
+    const band = col === "alpha" ? FACTS.alpha_band.map((x) => ({x, color: "#27ae60"})) : [];
     return plot({w: 260, h: 110, bars, vlines: band, compact: true});
   }
 
@@ -197,7 +198,8 @@
         return sortDir * String(va).localeCompare(String(vb), undefined, {numeric: true});
       });
     }
-    const body = shown.map((r) => `<tr class="row${r.flag ? " flagged" : ""}" data-k="${r._k}">` +
+    const unusable = (r) => r.status !== undefined && !FACTS.good_statuses.includes(r.status);
+    const body = shown.map((r) => `<tr class="row${r.flag ? " flagged" : ""}${unusable(r) ? " unusable" : ""}" data-k="${r._k}">` +
       cols.map((c) => `<td class="${TEXT_COLS.has(c) ? "txt " : ""}${c === "flag" ? "flag" : ""}">${esc(fmt(r[c]))}</td>`).join("") + "</tr>").join("");
     document.querySelector("#rows tbody").innerHTML = body;
     $("shown").textContent = `${shown.length} of ${rows.length} rows`;

@@ -1,11 +1,10 @@
-"""What `report` and `compare` accept: a saved analysis (CSV, JSON, Parquet, spectra file) or a model.
+"""Saved analyses (CSV, JSON, Parquet, spectra file) and models, as `report` and `compare` read them.
 
 Either way the result is (rows DataFrame, {name: singular values} or {}, description).
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ def is_spectra_file(path: Path) -> bool:
         return False
     from safetensors import safe_open
 
-    from ..analysis.spectra_io import ROWS_KEY
+    from .spectra_io import ROWS_KEY
     try:
         with safe_open(str(path), framework="pt") as f:
             return ROWS_KEY in (f.metadata() or {})
@@ -28,6 +27,7 @@ def is_spectra_file(path: Path) -> bool:
 
 
 def is_analysis(source) -> bool:
+    """True when `source` names a saved analysis (a table file or a spectra file), not a model."""
     if not isinstance(source, (str, os.PathLike)):
         return False
     path = Path(source)
@@ -36,8 +36,8 @@ def is_analysis(source) -> bool:
 
 def load_analysis(path) -> tuple[pd.DataFrame, dict, str]:
     """(rows, spectra, source description) from a saved analysis file."""
-    from ..analysis.spectra_io import SOURCE_KEY, load_spectra
-    from ..analysis.tables import read_table
+    from .spectra_io import SOURCE_KEY, load_spectra
+    from .tables import read_table
 
     path = Path(path)
     if is_spectra_file(path):
@@ -51,14 +51,10 @@ def load_analysis(path) -> tuple[pd.DataFrame, dict, str]:
 
 
 def analyze_with_spectra(source, **analyze_kw) -> tuple[pd.DataFrame, dict, str]:
-    """Run `eigenscope.analyze` on a model and keep every singular value (via a temp spectra file)."""
-    from ..analysis.runner import analyze
-    from ..analysis.spectra_io import load_spectra
+    """Run `analyze` on a model and keep every singular value."""
+    from .runner import analyze
 
-    with tempfile.TemporaryDirectory(prefix="eigenscope-report-") as tmp:
-        path = Path(tmp) / "spectra.safetensors"
-        df = analyze(source, save_spectra=path, **analyze_kw)
-        _, sv = load_spectra(path)
+    df, sv = analyze(source, return_spectra=True, **analyze_kw)
     desc = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
     return df, sv, str(desc)
 

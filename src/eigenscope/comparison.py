@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._progress import track
-from ..analysis.schema import METRIC_COLUMNS
+from ._progress import track
+from .analysis.schema import METRIC_COLUMNS
 
 KEY_METRICS = ["alpha", "stable_rank", "spectral_norm", "mp_spikes", "effective_rank"]
 SUBSPACE_COLUMNS = ["rel_change", "overlap_left", "overlap_right", "max_angle_deg"]
@@ -45,32 +45,24 @@ def compare(a, b, *, k: int = 8, out=None, title: str | None = None, movers: int
     frame.attrs.update(only_a=sorted(names_a - names_b), only_b=sorted(names_b - names_a),
                        source_a=sa["desc"], source_b=sb["desc"], k=k)
     if out is not None:
-        from .page import compare_page
+        from .report.compare_page import compare_page
         compare_page(frame, sa["sv"], sb["sv"], out=out, movers=movers,
                      title=title or f"eigenscope compare: {Path(sa['desc']).name} vs {Path(sb['desc']).name}")
     return frame
 
 
-def moved_most(frame: pd.DataFrame, n: int) -> list[str]:
-    """Names ordered by how much they moved: subspace turn first, then relative change, |d alpha|."""
-    score = (1 - frame["overlap_left"].fillna(1)) + frame["rel_change"].fillna(0)
-    if not (score > 0).any():
-        score = frame["d_alpha"].abs().fillna(0)
-    return frame.loc[score.sort_values(ascending=False).index[:n], "name"].tolist()
-
-
 def _check_readable(x) -> None:
     from torch import nn
 
-    from ..sources import open_source
-    from .inputs import is_analysis
+    from .sources import open_source
+    from .analysis.saved import is_analysis
     if not isinstance(x, nn.Module) and not is_analysis(x):
         open_source(x).close()                    # headers only; raises a one-line SourceError
 
 
 def _side(x, progress, analyze_kw) -> dict:
     """{'df', 'sv', 'desc', 'matrices'}: matrices is a source to read weights from, or None."""
-    from .inputs import analyze_with_spectra, is_analysis, load_analysis
+    from .analysis.saved import analyze_with_spectra, is_analysis, load_analysis
 
     if is_analysis(x):
         df, sv, desc = load_analysis(x)
@@ -85,38 +77,28 @@ def _side(x, progress, analyze_kw) -> dict:
 
 def _densified_if_compressed(x):
     """The model of an eigenscope-compressed file with every LowRankLinear multiplied back."""
+    import copy
+
     from torch import nn
 
-    from ..compression.io import FORMAT, weights_file
-    from ..nn.surgery import set_module
-    from ..nn.lowrank import LowRankLinear
+    from .nn.surgery import lowrank_types, set_module
+    from .sources.formats import save_metadata
 
     if isinstance(x, nn.Module):
         model = x
+    elif isinstance(x, (str, Path)) and save_metadata(x) is not None:
+        from .compression.io import load
+        model = load(x)
     else:
-        f = weights_file(x) if isinstance(x, (str, Path)) else None
-        if f is None or not f.is_file() or _format(f) != FORMAT:
-            return None
-        from ..compression.io import load
-        model = load(f)
-    low = [(n, m) for n, m in model.named_modules() if isinstance(m, LowRankLinear)]
+        return None
+    low = [(n, m) for n, m in model.named_modules() if isinstance(m, lowrank_types())]
     if not low:
         return None if not isinstance(x, nn.Module) else x
     if isinstance(x, nn.Module):   # never change the caller's model
-        import copy
         model = copy.deepcopy(x)
     for n, m in low:
         set_module(model, n, model.get_submodule(n).to_dense())
     return model
-
-
-def _format(f: Path) -> str | None:
-    from safetensors import safe_open
-    try:
-        with safe_open(str(f), "pt") as fh:
-            return (fh.metadata() or {}).get("eigenscope_format")
-    except Exception:
-        return None
 
 
 def _join(da: pd.DataFrame, db: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +117,7 @@ def _join(da: pd.DataFrame, db: pd.DataFrame) -> pd.DataFrame:
 
 
 def _subspaces(src_a, src_b, wanted: set, k: int, progress: bool) -> dict:
-    from ..maths.subspace import compare_matrices
+    from .maths.subspace import compare_matrices
 
     out = {}
     pairs = _paired(_named(src_a), _named(src_b), wanted)
@@ -146,7 +128,8 @@ def _subspaces(src_a, src_b, wanted: set, k: int, progress: bool) -> dict:
 
 
 def _named(source):
-    from ..sources import iter_matrices, open_source
+    from .sources import open_source
+    from .sources.matrices import iter_matrices
 
     src = open_source(source)
     try:
