@@ -8,6 +8,8 @@ else the output tensor): cosine = mean cosine similarity per token (or per sampl
 ||h - h_ref|| / ||h_ref||, and, for classifier outputs (b, classes), top1_agreement = share of
 samples whose argmax agrees; kl is NaN. Text is evaluated in windows of `seq_len` tokens; other
 inputs (tensors, dicts, DataLoaders: eigenscope.inputs) batch by batch.
+Models with hidden states: matrix_entropy and matrix_nuclear_norm of the final representations
+(the last hidden states), per window, averaged over windows (docs/methods-activations.md).
 """
 from __future__ import annotations
 
@@ -45,10 +47,11 @@ def evaluate(model, inputs=None, *, reference=None, tokenizer=None, seq_len: int
                bytes=sum(p.numel() * p.element_size() for p in model.parameters()))
     acc = _Acc()
     spent = 0.0
+    hidden_kw = {"output_hidden_states": True} if hasattr(model, "config") else {}
     with torch.no_grad():
         for batch in batches:
             t0 = time.perf_counter()
-            out = call_model(model, batch)
+            out = call_model(model, batch, **hidden_kw)
             spent += time.perf_counter() - t0
             ref = call_model(reference, batch) if reference is not None else None
             acc.add(out, ref, batch)
@@ -84,10 +87,12 @@ class _Acc:
 
     def __init__(self):
         self.nll = self.kl = self.agree = self.cos = self.err2 = self.ref2 = 0.0
-        self.n = self.n_cls = 0
+        self.me = self.mnn = 0.0
+        self.n = self.n_cls = self.seqs = 0
         self.lm = None
 
     def add(self, out, ref, batch):
+        self._scores(out)
         logits, ids = getattr(out, "logits", None), _ids(batch)
         self.lm = logits is not None and ids is not None and logits.dim() == 3
         if self.lm:
@@ -110,9 +115,22 @@ class _Acc:
                 self.agree += float((h.argmax(-1) == hr.argmax(-1)).sum())
                 self.n_cls += h.shape[0]
 
+    def _scores(self, out):
+        from .maths.activations import matrix_entropy, matrix_nuclear_norm
+
+        states = getattr(out, "hidden_states", None)
+        h = states[-1] if states else getattr(out, "last_hidden_state", None)
+        if not isinstance(h, torch.Tensor) or h.dim() != 3:
+            return
+        self.me += float(matrix_entropy(h).sum())                  # h (b, T, d): per window
+        self.mnn += float(matrix_nuclear_norm(h).sum())
+        self.seqs += h.shape[0]
+
     def result(self, with_ref: bool) -> dict:
         nan = float("nan")
-        res = dict(perplexity=math.exp(self.nll / self.n) if self.lm else nan)
+        res = dict(perplexity=math.exp(self.nll / self.n) if self.lm else nan,
+                   matrix_entropy=self.me / self.seqs if self.seqs else nan,
+                   matrix_nuclear_norm=self.mnn / self.seqs if self.seqs else nan)
         if with_ref:
             top1 = self.agree / self.n if self.lm else (self.agree / self.n_cls if self.n_cls else nan)
             res.update(kl=self.kl / self.n if self.lm else nan, top1_agreement=top1,

@@ -5,6 +5,7 @@ import sys
 
 from ..errors import EigenscopeError
 from . import analyze_cmd, compress_cmd, report_cmd  # noqa: F401  (importing registers commands)
+from . import activations_cmd  # noqa: F401
 from ._app import app
 
 __all__ = ["app", "main"]

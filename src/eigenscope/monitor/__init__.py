@@ -11,5 +11,6 @@
 """
 from eigenscope.monitor.estimate import top_singular
 from eigenscope.monitor.monitor import METRICS, SpectralMonitor
+from eigenscope.monitor.trace import ActivationTrace
 
-__all__ = ["SpectralMonitor", "top_singular", "METRICS"]
+__all__ = ["SpectralMonitor", "ActivationTrace", "top_singular", "METRICS"]

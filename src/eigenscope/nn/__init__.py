@@ -1,5 +1,7 @@
-"""Modules eigenscope puts into models: low-rank stand-ins for Linear/Conv1D and Conv2d layers."""
+"""Modules eigenscope puts into models: low-rank stand-ins for Linear/Conv1D and Conv2d layers,
+and SpectralFilter (a hook keeping hidden states in a spectral subspace)."""
+from .filter import SpectralFilter
 from .lowrank import LowRankLinear
 from .lowrank_conv import LowRankConv2d
 
-__all__ = ["LowRankLinear", "LowRankConv2d"]
+__all__ = ["LowRankLinear", "LowRankConv2d", "SpectralFilter"]

@@ -60,7 +60,12 @@ def build_report(df: pd.DataFrame, spectra=None, *, title: str = "eigenscope rep
 def report_from_source(source, out, *, title: str | None = None, plots="flagged",
                        max_images: int = MAX_IMAGES, **analyze_kw) -> Path:
     """Analyse a model (or read a saved analysis) and write its report to `out`."""
+    from ..activations.io import is_activations
     from ..analysis.saved import load_any
+
+    if is_activations(source):                 # an activations table: its own page
+        from .activations_view import activations_report_from_file
+        return activations_report_from_file(source, out, title=title)
 
     df, sv, desc = load_any(source, **analyze_kw)
     build_report(df, sv, title=title or f"eigenscope report: {Path(str(desc)).name}", out=out,
