@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from eigenscope.activations.runner import collect  # noqa: E402
-from eigenscope.activations.sites import find_sites  # noqa: E402
+from eigenscope.hidden_states.runner import collect  # noqa: E402
+from eigenscope.hidden_states.sites import find_sites  # noqa: E402
 from eigenscope.compression import StatsCache, compress  # noqa: E402
 from eigenscope.evaluation import evaluate  # noqa: E402
 from eigenscope.inputs import HELD_OUT_SKIP, text_windows  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import eigenscope
-from eigenscope.activations.stream import SiteStats
+from eigenscope.hidden_states.stream import SiteStats
 from eigenscope.errors import EigenscopeError
 from eigenscope.maths.activations import effective_rank, matrix_entropy, window_descriptors
 from eigenscope.monitor import ActivationTrace
@@ -51,8 +51,8 @@ def test_every_site_on_tiny_transformers(kind):
     model = make().eval()
     ids = _ids()
     df = eigenscope.activations(model, ids, sites="all", batch_size=4)
-    assert list(df.columns) == eigenscope.activations.COLUMNS
-    assert len(df) == 2 * 4 and set(df["site"]) == set(eigenscope.activations.SITES)
+    assert list(df.columns) == eigenscope.hidden_states.COLUMNS
+    assert len(df) == 2 * 4 and set(df["site"]) == set(eigenscope.hidden_states.SITES)
     assert (df["tokens"] == ids.numel()).all() and (df["sequences"] == 6).all()
     assert df.loc[df["site"] == "mlp_hidden", "dim"].eq(hidden).all()
     assert df.loc[df["site"] == "residual", "dim"].eq(32).all()
@@ -163,7 +163,7 @@ def test_filter_keeping_every_direction_is_the_identity(mode):
     x, _ = _spiky_inputs()
     with torch.no_grad():
         ref = mlp(x)
-    f = eigenscope.activations.fit_filter(mlp, x, layer=0, keep=16, mode=mode)
+    f = eigenscope.hidden_states.fit_filter(mlp, x, layer=0, keep=16, mode=mode)
     with torch.no_grad():
         assert torch.allclose(mlp(x), ref, atol=1e-4)
     f.remove()
@@ -176,7 +176,7 @@ def test_filter_keeping_the_spikes_projects_onto_them():
         mlp[0].weight.copy_(torch.eye(16))
         mlp[0].bias.zero_()
     x, U = _spiky_inputs()
-    f = eigenscope.activations.fit_filter(mlp, x, layer=0, keep="spikes", mode="project")
+    f = eigenscope.hidden_states.fit_filter(mlp, x, layer=0, keep="spikes", mode="project")
     assert f.rank == 2                                        # the two planted spikes
     P = (U @ U.T).double()
     # the kept subspace is the planted one (principal angles ~ 0)
@@ -200,11 +200,11 @@ def test_filter_on_llama_residual_and_bad_options():
     ids = _ids(4, 16)
     with torch.no_grad():
         ref = model(input_ids=ids).logits
-    f = eigenscope.activations.fit_filter(model, ids, layer=0, keep=32)
+    f = eigenscope.hidden_states.fit_filter(model, ids, layer=0, keep=32)
     with torch.no_grad():
         assert torch.allclose(model(input_ids=ids).logits, ref, atol=1e-4)
         f.remove()
-        f = eigenscope.activations.fit_filter(model, ids, layer=0, keep=0.5)
+        f = eigenscope.hidden_states.fit_filter(model, ids, layer=0, keep=0.5)
         assert 1 <= f.rank < 32
         assert not torch.allclose(model(input_ids=ids).logits, ref, atol=1e-3)
     f.remove()
@@ -216,9 +216,9 @@ def test_filter_on_llama_residual_and_bad_options():
     assert math.isfinite(SpectralFilter.from_covariance(C, torch.zeros(4), tokens=10, keep=4).rank)
 
 
-DOC_MODULES = ["eigenscope.maths.activations", "eigenscope.activations.runner",
-               "eigenscope.activations.stream", "eigenscope.activations.io",
-               "eigenscope.activations.filter", "eigenscope.nn.filter", "eigenscope.monitor.trace",
+DOC_MODULES = ["eigenscope.maths.activations", "eigenscope.hidden_states.runner",
+               "eigenscope.hidden_states.stream", "eigenscope.hidden_states.io",
+               "eigenscope.hidden_states.filter", "eigenscope.nn.filter", "eigenscope.monitor.trace",
                "eigenscope.report.activations_view"]
 
 
@@ -230,9 +230,8 @@ def test_docstring_examples(name):
     assert res.attempted > 0 and res.failed == 0
 
 
-def test_verb_and_package_share_the_name():
+def test_importing_the_package_never_shadows_the_verb():
     import importlib
-    import eigenscope.activations.sites  # noqa: F401  (binds the package to eigenscope.activations)
-    assert callable(eigenscope.activations)
-    fn = importlib.import_module("eigenscope.activations.runner").activations
-    assert eigenscope.__getattr__("activations") is fn
+    import eigenscope.hidden_states.sites  # noqa: F401
+    fn = importlib.import_module("eigenscope.hidden_states.runner").activations
+    assert eigenscope.activations is fn

@@ -7,8 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from eigenscope.activations import COLUMNS
-from eigenscope.activations.io import read_activations
+from eigenscope.hidden_states import COLUMNS
+from eigenscope.hidden_states.io import read_activations
 
 tf = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _VERBS = {
     "analyze": "eigenscope.analysis.runner",
-    "activations": "eigenscope.activations.runner",
+    "activations": "eigenscope.hidden_states.runner",
     "summary": "eigenscope.analysis.summary",
     "open_source": "eigenscope.sources",
     "compress": "eigenscope.compression.api",

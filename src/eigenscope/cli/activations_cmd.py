@@ -34,8 +34,8 @@ def activations(
 ):
     """Covariance spectra of hidden states on real inputs: MP fit and spikes, entropies,
     effective rank, anisotropy, Matrix Entropy and Matrix Nuclear-Norm per (layer, site)."""
-    from ..activations.io import SUFFIXES, save_activations
-    from ..activations.runner import activations as run
+    from ..hidden_states.io import SUFFIXES, save_activations
+    from ..hidden_states.runner import activations as run
     from ..errors import EigenscopeError
 
     if out.suffix.lower() not in SUFFIXES:
@@ -45,7 +45,7 @@ def activations(
     for n, v in (("max-tokens", max_tokens), ("seq-len", seq_len), ("batch-size", batch_size)):
         if v < 1:
             raise EigenscopeError(f"--{n} must be a positive integer, not {v}")
-    from ..activations.sites import resolve_sites
+    from ..hidden_states.sites import resolve_sites
 
     # every check that needs no model runs before the model is loaded
     sites_, layers_, text_ = resolve_sites(sites), _layers(layers), _read_text(text)

@@ -42,6 +42,7 @@ def target_weight(mod: nn.Module) -> torch.Tensor:
 
 
 def target_bias(mod: nn.Module) -> torch.Tensor | None:
+    """The layer's bias, or None."""
     return None if getattr(mod, "bias", None) is None else mod.bias.detach()
 
 

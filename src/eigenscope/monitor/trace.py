@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..activations.sites import SiteHooks, find_sites
+from ..hidden_states.sites import SiteHooks, find_sites
 from ..errors import EigenscopeError
 from ..maths.activations import window_descriptors
 

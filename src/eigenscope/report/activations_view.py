@@ -80,7 +80,7 @@ def build_activations_report(df: pd.DataFrame, spectra: dict | None = None, *,
 
 def activations_report_from_file(path, out, *, title: str | None = None) -> Path:
     """Read a saved activations table (with its eigenvalues if .safetensors) and write its page."""
-    from ..activations.io import read_activations
+    from ..hidden_states.io import read_activations
 
     df, spectra = read_activations(path)
     build_activations_report(df, spectra, title=title or f"eigenscope activations: {Path(path).name}",

@@ -60,7 +60,7 @@ def build_report(df: pd.DataFrame, spectra=None, *, title: str = "eigenscope rep
 def report_from_source(source, out, *, title: str | None = None, plots="flagged",
                        max_images: int = MAX_IMAGES, **analyze_kw) -> Path:
     """Analyse a model (or read a saved analysis) and write its report to `out`."""
-    from ..activations.io import is_activations
+    from ..hidden_states.io import is_activations
     from ..analysis.saved import load_any
 
     if is_activations(source):                 # an activations table: its own page
