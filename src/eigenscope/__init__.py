@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _VERBS = {
     "analyze": "eigenscope.analysis.runner",
+    "analyze_many": "eigenscope.engines",
     "summary": "eigenscope.analysis.summary",
     "open_source": "eigenscope.sources",
     "compress": "eigenscope.compression.api",
@@ -32,7 +33,7 @@ _ERRORS = {name: "eigenscope.errors" for name in ("EigenscopeError", "SourceErro
 _CLASSES = {"LowRankLinear": "eigenscope.nn"}
 _EXPORTS = {**_VERBS, **_CONFIGS, **_ERRORS, **_CLASSES}
 # public subpackages (each lists its own public names in its __all__)
-_SUBMODULES = ("analysis", "compression", "linalg", "maths", "monitor", "nn", "optim", "plot",
+_SUBMODULES = ("analysis", "compression", "engines", "linalg", "maths", "monitor", "nn", "optim", "plot",
                "report", "sources", "tune")
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
