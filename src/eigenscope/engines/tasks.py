@@ -144,8 +144,9 @@ def _source_tasks(base: Task, plan, split, done: set) -> list[Task]:
         return []
     n = _parts(split, units)
     if n == 1 and len(units) == len(_units(plan)):
-        return [_with(base, [m for u in units for m in u], 0, 1, exact=False)]
-    parts = _balance(units, n)
+        return [_with(base, plan, 0, 1, exact=False)]
+    position = {m.name: i for i, m in enumerate(plan)}
+    parts = [sorted(p, key=lambda m: position[m.name]) for p in _balance(units, n)]
     return [_with(base, metas, i, len(parts), exact=True) for i, metas in enumerate(parts)]
 
 
@@ -158,7 +159,7 @@ def _with(base: Task, metas, part: int, parts: int, *, exact: bool) -> Task:
 
 def _units(plan) -> list[list]:
     """Rows grouped so that a group is never divided: one tensor's rows (experts), and all
-    embedding and head rows together. Groups keep the plan's order."""
+    embedding and head rows together."""
     units, by_tensor, tied = [], {}, None
     for meta in plan:
         if meta.role in TIE_ROLES:
@@ -187,19 +188,16 @@ def _parts(split, units) -> int:
 
 
 def _balance(units, n: int) -> list[list]:
-    """n parts of about equal work (longest first onto the lightest part); each part's rows in
-    the plan's order, so a task reads its files front to back."""
+    """n parts of about equal work: the costliest unit first, onto the lightest part."""
     def cost(u):   # Gram + eigenvalues of an m x n matrix: ~ m n min(m, n)
         return sum(m.rows * m.cols * min(m.rows, m.cols) for m in u)
 
-    order = {id(u): i for i, u in enumerate(units)}
     loads, bins = [0] * n, [[] for _ in range(n)]
     for u in sorted(units, key=cost, reverse=True):
         i = loads.index(min(loads))
         loads[i] += cost(u)
         bins[i].append(u)
-    bins = [sorted(b, key=lambda u: order[id(u)]) for b in bins if b]
-    return [[m for u in b for m in u] for b in bins]
+    return [[m for u in b for m in u] for b in bins if b]
 
 
 def series_frame(rows: list[pd.DataFrame]) -> pd.DataFrame:
