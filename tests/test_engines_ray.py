@@ -17,6 +17,9 @@ import pytest
 
 # Loopback only: must be set before ray is imported (its node-address rule reads it at import).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ray's memory monitor kills workers when the machine is 95 % full, whoever uses the memory; on a
+# shared machine that would add kills the tests did not ask for.
+os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'eigenscope[ray]')")
 
 from eigenscope.analysis.tables import read_table  # noqa: E402
@@ -91,12 +94,22 @@ def test_two_nodes_give_the_local_rows_bit_for_bit(cluster, tmp_path):
     assert_same_bits(read_table(tmp_path / "t.parquet"), local)
 
 
+def test_requests_no_node_can_meet_fail_at_once(cluster, tmp_path):
+    from eigenscope.errors import ArgumentError
+
+    paths = checkpoints(tmp_path, [0])
+    with pytest.raises(ArgumentError, match="workers: each task asks for 8 CPU"):
+        analyze_many(paths, engine="ray", workers=8)
+    with pytest.raises(ArgumentError, match="already connected"):
+        analyze_many(paths, engine="ray", address="127.0.0.1:1")
+
+
 def _kill_first_task(raylets: set[int], killed: list, stop: threading.Event) -> None:
     """SIGKILL the first worker process seen running a task (its title is ray::run_task)."""
     while not stop.is_set() and not killed:
         running = [p for p, cmd in _proc_children(raylets).items() if cmd.startswith("ray::run_task")]
         if running:
-            time.sleep(0.5)                                  # well inside the task
+            time.sleep(0.2)                                  # inside the task
             if _proc_children(raylets).get(running[0], "").startswith("ray::run_task"):
                 os.kill(running[0], signal.SIGKILL)
                 killed.append(running[0])
@@ -104,7 +117,7 @@ def _kill_first_task(raylets: set[int], killed: list, stop: threading.Event) -> 
 
 
 def test_a_worker_killed_mid_task_is_retried_no_row_lost_or_doubled(cluster, tmp_path):
-    paths = checkpoints(tmp_path, [1, 2], width=160)         # ~3 s per task, all metrics
+    paths = checkpoints(tmp_path, [1, 2, 3], width=160)      # ~1-3 s per task, all metrics
     killed, stop = [], threading.Event()
     killer = threading.Thread(target=_kill_first_task, args=(cluster.raylets, killed, stop))
     killer.start()

@@ -72,7 +72,7 @@ def test_split_divides_by_tensor_and_keeps_embed_with_head(tmp_path):
     for t, names in zip(tasks, parts):   # the regex selects exactly the part's rows, from metadata
         with open_source(path) as src:
             assert [m.name for m in plan_matrices(src, layers=t.layers)] == names
-        assert t.resources["num_cpus"] >= 1 and t.options == {"metrics": "norms"}
+        assert t.options == {"metrics": "norms", "workers": t.resources["num_cpus"]}
 
 
 def test_split_auto_by_bytes(tmp_path, monkeypatch):
@@ -176,6 +176,8 @@ def test_bad_options_fail_before_any_task(tmp_path):
         analyze_many(["minilm-l6"], bogus=1)
     with pytest.raises(ArgumentError, match="layers"):
         analyze_many(["minilm-l6"], layers="(")
+    with pytest.raises(ArgumentError, match="split"):
+        analyze_many(["/not/reachable/here"], split=0)
     with pytest.raises(ArgumentError, match="address"):
         analyze_many(["minilm-l6"], address="127.0.0.1:6379")
     with pytest.raises(ArgumentError, match="resume"):

@@ -48,6 +48,7 @@ def analyze_many(sources, *, engine: str = "local", address: str | None = None, 
 
     A source that cannot be read gets rows of status "failed" (the warning says why) and the
     others go on; `table["status"].eq("failed").any()` tells that something failed.
+    `table.attrs["tasks"]` lists the tasks this call ran (source, part, seconds inside the task).
     """
     options = _check_options(engine, address, analyze_options)
     entries = source_entries(sources)
@@ -55,15 +56,19 @@ def analyze_many(sources, *, engine: str = "local", address: str | None = None, 
     layers = options.pop("layers", None)
     tasks, plans = plan_tasks(entries, layers=layers, split=split, options=options,
                               done=writer.done())
+    timings = []
     with progress_bar(len(tasks), "analyze", unit="task", enabled=progress) as bar:
         try:
-            for _, rows in _engine(engine, address)(tasks):
+            for task, rows in _engine(engine, address)(tasks):
                 writer.add(rows)
+                timings.append({"source": task.label, "part": task.part,
+                                "seconds": rows.attrs.get("seconds", float("nan"))})
                 bar.update(1)
         finally:
             writer.flush()      # an interrupted run keeps every row that arrived
     table = order_rows(writer.frame(), [label for _, label, _ in entries], plans)
     writer.write(table)
+    table.attrs["tasks"] = timings     # per task run: its source, part, seconds inside the task
     return table
 
 

@@ -55,6 +55,10 @@ def _import_ray():
 def _connect(ray, address) -> bool:
     """Connect (or start) unless this process is already connected; True when we did."""
     if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto") and address != current:
+            raise ArgumentError(f"address={address!r}: this process is already connected to "
+                                f"the Ray cluster at {current}")
         return False
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING,

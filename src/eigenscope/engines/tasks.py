@@ -106,8 +106,11 @@ def plan_tasks(entries, *, layers: str | None = None, split="auto", options: dic
              or None / 1 (never split).
     done  -- {label: row names already in the output} (resume): only the rest is planned.
     """
-    options = dict(options or {})
-    resources = task_resources(options)
+    _parts(split, [[]])                      # a bad `split` fails before anything is opened
+    resources = task_resources(dict(options or {}))
+    # analyze's threads are fixed here, not by the node's core count: the same task computes
+    # the same way on any node, and uses the CPUs it asked for
+    options = {**(options or {}), "workers": resources["num_cpus"]}
     tasks, plans = [], {}
     for source, label, step in entries:
         plan = _plan(source, layers)
