@@ -14,7 +14,7 @@ side by side, and what the spectra do along the run. Printed tables, not a test.
    can still win a larger share of it).
 3. The trajectory: validation loss, and the median alpha and stable rank of each role by step.
 
-    python benchmarks/many.py [--width 256] [--layers 12] [--steps 0,10,20,40,60,90,120,160]
+    python benchmarks/many.py [--width 256] [--layers 16] [--steps 0,10,20,40,60,90,120,160]
                               [--out out/many] [--reuse] [--screenshot docs/screenshots/trajectory.png]
 """
 from __future__ import annotations
@@ -233,7 +233,7 @@ def screenshot(page: Path, png: Path) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--steps", default="0,10,20,40,60,90,120,160")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=64)

@@ -64,8 +64,9 @@ def analyze_many(sources, *, engine: str = "local", address: str | None = None, 
                 timings.append({"source": task.label, "part": task.part,
                                 "seconds": rows.attrs.get("seconds", float("nan"))})
                 bar.update(1)
-        finally:
+        except BaseException:
             writer.flush()      # an interrupted run keeps every row that arrived
+            raise
     table = order_rows(writer.frame(), [label for _, label, _ in entries], plans)
     writer.write(table)
     table.attrs["tasks"] = timings     # per task run: its source, part, seconds inside the task
