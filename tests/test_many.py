@@ -10,8 +10,7 @@ import pytest
 import eigenscope
 from eigenscope.analysis.tables import read_table
 from eigenscope.cli import main
-from eigenscope.engines import (analyze_many, parse_bytes, plan_tasks, source_entries, step_of,
-                                task_resources)
+from eigenscope.engines import analyze_many, plan_tasks, source_entries, step_of, task_resources
 from eigenscope.engines import local as local_engine
 from eigenscope.engines import tasks as tasks_mod
 from eigenscope.errors import ArgumentError
@@ -72,7 +71,8 @@ def test_split_divides_by_tensor_and_keeps_embed_with_head(tmp_path):
     for t, names in zip(tasks, parts):   # the regex selects exactly the part's rows, from metadata
         with open_source(path) as src:
             assert [m.name for m in plan_matrices(src, layers=t.layers)] == names
-        assert t.options == {"metrics": "norms", "workers": t.resources["num_cpus"]}
+        assert t.options == {"metrics": "norms", "workers": t.resources["num_cpus"],
+                             "max_memory": t.resources["memory"]}
 
 
 def test_split_auto_by_bytes(tmp_path, monkeypatch):
@@ -85,12 +85,12 @@ def test_split_auto_by_bytes(tmp_path, monkeypatch):
 def test_task_resources_from_analyze_options():
     assert task_resources({"workers": 3, "max_memory": "2GiB", "device": "cuda:1"}) == {
         "num_cpus": 3, "memory": 2 * 2**30, "num_gpus": 1}
+    assert task_resources({"max_memory": 5_000_000})["memory"] == 5_000_000
     default = task_resources({})
     assert default["num_gpus"] == 0 and 0 < default["memory"] <= 4 * 2**30
-    assert parse_bytes("1.5 GB") == 1_500_000_000 and parse_bytes(" 64kib") == 65536
     for bad in ("lots", "-1GB", 0, True, "3 parsecs"):
         with pytest.raises(ArgumentError, match="max_memory"):
-            parse_bytes(bad)
+            task_resources({"max_memory": bad})
     with pytest.raises(ArgumentError, match="workers"):
         task_resources({"workers": -2})
 

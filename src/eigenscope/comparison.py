@@ -165,8 +165,7 @@ def _densified_if_compressed(x):
 
     from torch import nn
 
-    from .nn.lowrank import LowRankLinear
-    from .nn.surgery import set_module
+    from .nn.surgery import lowrank_types, set_module
     from .sources.formats import save_metadata
 
     if isinstance(x, nn.Module):
@@ -176,7 +175,7 @@ def _densified_if_compressed(x):
         model = load(x)
     else:
         return None
-    low = [(n, m) for n, m in model.named_modules() if isinstance(m, LowRankLinear)]
+    low = [(n, m) for n, m in model.named_modules() if isinstance(m, lowrank_types())]
     if not low:
         return None if not isinstance(x, nn.Module) else x
     if isinstance(x, nn.Module):   # never change the caller's model

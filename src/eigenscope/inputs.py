@@ -151,6 +151,23 @@ def _needs_decoder_inputs(model, params, kwargs) -> bool:
                                                "labels"} & set(kwargs))
 
 
+def lm_labels(batch: Batch) -> torch.Tensor:
+    """The token ids of a batch: the labels of its language-model loss."""
+    ids = batch.get("input_ids") if isinstance(batch, dict) else batch
+    if ids is None or ids.is_floating_point():
+        raise EigenscopeError("gradient statistics need token ids (a language-model loss); "
+                              "use method 'whiten' for models fed other inputs")
+    return ids
+
+
+def has_lm_loss(model: nn.Module) -> bool:
+    """A causal LM (Hugging Face *ForCausalLM / *LMHeadModel): forward takes labels, returns a
+    language-model loss."""
+    name = type(model).__name__
+    return ("labels" in inspect.signature(model.forward).parameters
+            and name.endswith(("ForCausalLM", "LMHeadModel")))
+
+
 def shift_right(ids: torch.Tensor, config) -> torch.Tensor:
     """Decoder inputs for teacher forcing on `ids`: the decoder start token, then ids[:, :-1]."""
     start = getattr(config, "decoder_start_token_id", None)

@@ -14,7 +14,7 @@ from torch import nn
 
 from .errors import EigenscopeError
 from .sources.formats import detect, locate
-from .sources.skeleton import allowed_classes, model_class
+from .sources.skeleton import model_class, saved_class_name
 
 
 def load_model(source, *, dtype="float32"):
@@ -44,18 +44,11 @@ def _load_hf(folder: Path, dtype, gguf_file: str | None = None):
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         config = tf.AutoConfig.from_pretrained(folder, trust_remote_code=False, **kw)
-        cls = model_class(config, _saved_class(config))
+        cls = model_class(config, saved_class_name(config))
         model = cls.from_pretrained(folder, dtype=dtype, trust_remote_code=False, **kw)
     except (OSError, ValueError) as e:
         raise EigenscopeError(f"{folder}: cannot load the model ({str(e).splitlines()[0]})") from None
     return model.eval(), _tokenizer(folder, **kw)
-
-
-def _saved_class(config) -> str | None:
-    """The checkpoint's own class (config.architectures) when the allow-list knows it."""
-    names = getattr(config, "architectures", None) or []
-    ok = [n for n in names if n in allowed_classes(config.model_type)]
-    return ok[0] if ok else None
 
 
 def _tokenizer(folder: Path, **kw):

@@ -1,35 +1,34 @@
 """`analyze`: one row per weight matrix, with every metric of methods.md §1, in a fixed schema.
 
-Matrices stream from the source one tensor at a time (a reader thread keeps the next ones
-ready), matrices of the same shape are batched into one Gram + eigvalsh call, and the per-matrix
-metrics run on a small thread pool while the next batch is read.
+Matrices of the same shape are batched into one Gram + eigvalsh call (batches planned from the
+metadata, analysis/batches.py). A reader thread reads the next batch while a small thread pool
+computes the metrics of the previous ones; every batch first takes its working bytes from a
+memory budget (`max_memory`), so what is read, queued and in flight stays under it.
 """
 from __future__ import annotations
 
 import os
 import queue
 import threading
-from collections import deque
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..maths.spectrum import eigvals
-from .metrics import compute_metrics, matrix_status
+from .._memory import Budget, human, memory_budget
 from .._progress import progress_bar
+from ..maths.spectrum import eigvals
+from .batches import plan_batches
+from .metrics import compute_metrics, matrix_status
 from .schema import COLUMNS, resolve_metrics
-
-BATCH_MAX = 16               # matrices of one shape per eigvalsh call
-BATCH_BYTES = 64 * 2**20     # a matrix larger than this is never held back for batching
-PENDING_BATCHES = 2          # batches per worker in flight (bounds memory)
 
 
 def analyze(source, *, metrics=None, layers: str | None = None, device=None,
-            workers: int | None = None, seed: int = 0, precision: str = "auto",
+            workers: int | None = None, seed: int = 0, precision: str = "auto", max_memory=None,
             save_spectra: str | os.PathLike | None = None, return_spectra: bool = False,
             progress: bool = False):
     """Analyse every weight matrix of `source`; return one row per matrix.
@@ -42,6 +41,9 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     workers  -- threads solving batches of matrices in parallel (default: number of cores,
                 at most 4); torch's intra-op threads are shared out among them.
     seed     -- seed of the randomization test and of sub-sampling (results are reproducible).
+    max_memory -- bytes (or "2GiB") for the matrices read, queued and in flight; default
+                min(4 GiB, a quarter of the available memory). A matrix larger than the budget
+                is still analysed, alone, with a warning (analysis/batches.py has the formula).
     save_spectra -- also write every matrix's singular values to this .safetensors file.
     return_spectra -- return (rows, {row name: singular values, descending, float64}).
 
@@ -52,22 +54,27 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     ('0.weight', 30, 40, 'ok')
     """
     from ..sources import open_source
-    from ..sources.matrices import iter_matrices, plan_matrices
+    from ..sources.matrices import plan_matrices
 
     groups = resolve_metrics(metrics)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     workers = workers or min(4, os.cpu_count() or 1)
+    budget = Budget(memory_budget(max_memory))
     src = open_source(source)
     try:
         plan = plan_matrices(src, layers=layers)
-        order = {meta.name: i for i, meta in enumerate(plan)}
-        spectra = {}
+        batches = plan_batches(plan, groups, limit=budget.limit, workers=workers)
+        spectra: dict = {}
         job = partial(_batch_rows, groups=groups, seed=seed, dev=dev, precision=precision,
                       spectra=spectra)
         with progress_bar(len(plan), "analyze", enabled=progress) as bar:
-            rows = _run(_batches(_prefetch(iter_matrices(src, layers=layers))), job, workers, bar)
+            rows = _run(src, batches, job, workers, budget, bar)
     finally:
         src.close()
+    if budget.oversized:
+        warnings.warn(f"{budget.oversized} matrices alone need more than max_memory="
+                      f"{human(budget.limit)}; they were analysed one at a time")
+    order = {meta.name: i for i, meta in enumerate(plan)}
     df = pd.DataFrame(rows, columns=COLUMNS)
     df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(df.at[i, "name"], len(order)))]
     df = df.reset_index(drop=True)
@@ -77,25 +84,61 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     return (df, spectra) if return_spectra else df
 
 
-def _run(batches, job, workers: int, bar) -> list[dict]:
-    """Rows of every batch, solved on a pool of `workers` threads while the next is read."""
+def _run(src, batches, job, workers: int, budget: Budget, bar) -> list[dict]:
+    """Rows of every batch: a reader thread takes each batch's bytes from the budget and reads
+    it; the pool computes, and a finished batch gives its bytes back."""
     rows: list[dict] = []
+    lock = threading.Lock()
+
+    def done(future, cost):
+        budget.release(cost)
+        if future.exception() is None:
+            with lock:
+                rows.extend(future.result())
+                bar.update(len(future.result()))
+
     with _threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(pool.submit(job, batch))
-            # The window bounds how many matrices are held in memory at once.
-            while len(pending) > PENDING_BATCHES * workers or (pending and pending[0].done()):
-                _collect(pending.popleft(), rows, bar)
-        while pending:
-            _collect(pending.popleft(), rows, bar)
+        futures = []
+        for batch, cost in _read_ahead(src, batches, budget):
+            fut = pool.submit(job, batch)
+            fut.add_done_callback(partial(done, cost=cost))
+            futures.append(fut)
+        for fut in futures:
+            fut.result()          # re-raises a worker's exception here
     return rows
 
 
-def _collect(future, rows, bar):
-    batch_rows = future.result()
-    rows.extend(batch_rows)
-    bar.update(len(batch_rows))
+_DONE = object()
+
+
+def _read_ahead(src, batches, budget: Budget):
+    """(matrices of a batch, its bytes), read in a background thread once the budget allows."""
+    from ..sources.matrices import read_matrices
+
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def work():
+        seen: set = set()
+        try:
+            for metas, cost in batches:
+                budget.acquire(cost)
+                if stop.is_set():
+                    budget.release(cost)
+                    break
+                q.put((list(read_matrices(src, metas, seen)), cost))
+        except BaseException as e:  # re-raised in the consumer, with its message intact
+            q.put(e)
+        q.put(_DONE)
+
+    threading.Thread(target=work, daemon=True).start()
+    try:
+        while (item := q.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 @contextmanager
@@ -119,7 +162,8 @@ def _batch_rows(batch, *, groups, seed, dev, precision, spectra) -> list[dict]:
     good = [i for i, c in enumerate(checked) if c[2] in ("ok", "degenerate")]
     lams = {}
     if good:
-        stack = torch.stack([checked[i][1] for i in good]).to(dev)  # (b, m, n)
+        mats = [checked[i][1] for i in good]
+        stack = (mats[0][None] if len(mats) == 1 else torch.stack(mats)).to(dev)  # (b, m, n)
         lam = eigvals(stack, precision=precision).cpu().numpy()      # (b, M) ascending
         lams = {i: lam[j] for j, i in enumerate(good)}
     rows = []
@@ -140,42 +184,6 @@ def _row(meta, W, lam, groups, seed, status, warning) -> dict:
     if status == "ok" and res["warnings"]:
         row["status"] = "partial"
     return row
-
-
-def _batches(stream):
-    """Group a stream of (meta, W) by shape; yield lists of at most BATCH_MAX same-shape items."""
-    pending: dict[tuple, list] = {}
-    for meta, W in stream:
-        if W.numel() * W.element_size() > BATCH_BYTES:
-            yield [(meta, W)]
-            continue
-        group = pending.setdefault(tuple(W.shape), [])
-        group.append((meta, W))
-        if len(group) >= BATCH_MAX:
-            yield pending.pop(tuple(W.shape))
-    yield from (g for g in pending.values() if g)
-
-
-_DONE = object()
-
-
-def _prefetch(iterator, depth: int = 4):
-    """Read the next tensors in a background thread while the current ones are analysed."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-
-    def work():
-        try:
-            for item in iterator:
-                q.put(item)
-        except BaseException as e:  # re-raised in the consumer, with its message intact
-            q.put(e)
-        q.put(_DONE)
-
-    threading.Thread(target=work, daemon=True).start()
-    while (item := q.get()) is not _DONE:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
 
 def _describe(source) -> str:

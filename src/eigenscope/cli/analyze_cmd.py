@@ -26,6 +26,10 @@ def analyze(
     layers: Optional[str] = typer.Option(None, "--layers", "-l", help="Regex on matrix names; others are not read."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (eigenvalue problems)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads for the per-matrix metrics."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory",
+                                             help="Bytes of matrices read, queued and in flight (e.g. "
+                                                  "2GiB); default min(4 GiB, a quarter of the available "
+                                                  "memory). A larger matrix is analysed alone."),
     seed: int = typer.Option(0, "--seed", help="Seed of the randomization test and sub-sampling."),
     save_spectra: Optional[Path] = typer.Option(None, "--save-spectra",
                                                 help="Also save every matrix's singular values (.safetensors)."),
@@ -49,7 +53,8 @@ def analyze(
 
     if out is not None:
         _check_table_suffix(out)
-    options = dict(metrics=metrics, layers=layers, device=device, workers=workers, seed=seed)
+    options = dict(metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
+                   max_memory=max_memory)
     if len(sources) > 1 or ray is not None or resume:
         return _analyze_many(sources, out, ray, resume, save_spectra, options)
     t0 = time.perf_counter()

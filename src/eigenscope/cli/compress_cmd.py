@@ -10,15 +10,21 @@ import typer
 from ..compression.methods import describe
 from ._app import app
 
+MAX_MEMORY_HELP = ("Memory for what is held between steps (e.g. 2GiB, 512MB); default "
+                   "min(4 GiB, a quarter of the available memory).")
+
 _METHOD_HELP = "Compression method: " + "; ".join(f"{n}: {d}" for n, d in describe().items())
 
 
 @app.command()
 def compress(
-    source: str = typer.Argument(..., help="HF folder, .gguf file, or a built-in name: smollm2-135m, minilm-l6."),
+    source: str = typer.Argument(..., help="HF folder (single or sharded safetensors), .gguf file, or a "
+                                          "built-in name: smollm2-135m, minilm-l6. Read block by block, "
+                                          "never whole."),
     ratio: float = typer.Option(..., "--ratio", "-r", help="Fraction in (0, 1) of the targeted matrices' "
                                                            "parameters to REMOVE."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder receiving model.safetensors (+ tokenizer)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder receiving the compressed model (shards, "
+                                                      "index, tokenizer)."),
     method: str = typer.Option("whiten", "--method", help=_METHOD_HELP),
     allocation: str = typer.Option("global", "--allocation", help="global, knapsack, uniform, gd_rank, energy:F."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration text file (default: pydoc topics)."),
@@ -26,27 +32,28 @@ def compress(
     seqs: int = typer.Option(32, "--calib-seqs", help="Calibration sequences."),
     seq_len: int = typer.Option(256, "--seq-len", help="Tokens per calibration sequence."),
     multiple: int = typer.Option(8, "--multiple", help="Round ranks down to a multiple of this."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
+    offload_dir: Optional[Path] = typer.Option(None, "--offload-dir",
+                                               help="Where calibration activations go beyond --max-memory "
+                                                    "(default: the system's temporary folder)."),
 ):
     """Compress SOURCE with low-rank factors and save it; `eigenscope.load(OUT)` reads it back."""
-    import time
-
     from ..compression.api import compress as run
-    from ..compression.io import save
-    from ..models import load_model
 
-    text = _read_text(calib)
-    model, tok = load_model(source)
-    t0 = time.perf_counter()
-    model, plan = run(model, ratio=ratio, method=method, allocation=allocation, calibration=text,
-                      tokenizer=tok, layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple,
-                      progress=True)
-    path = save(model, out, plan=plan, tokenizer=tok)
+    path, plan = run(source, ratio=ratio, method=method, allocation=allocation,
+                     calibration=_read_text(calib), layers=layers, n_seqs=seqs, seq_len=seq_len,
+                     multiple=multiple, out=out, max_memory=max_memory, offload_dir=offload_dir,
+                     progress=True)
     a = plan.attrs
     low = plan["rank"].notna().sum()
     typer.echo(f"{low}/{len(plan)} matrices factorised; targeted parameters {a['target_params_before']:,} -> "
                f"{a['target_params_after']:,} ({100 * a['removed_fraction']:.1f} % removed)")
+    secs = sorted(v for k, v in a["block_seconds"].items() if k != "frame")
+    if secs:
+        typer.echo(f"time per block: median {secs[len(secs) // 2]:.1f} s (min {secs[0]:.1f}, "
+                   f"max {secs[-1]:.1f}) over {len(secs)} blocks")
     typer.echo(f"model: {a['model_params']:,} parameters kept, {a['model_bytes'] / 2**20:.1f} MiB; "
-               f"{time.perf_counter() - t0:.0f}s; wrote {path}")
+               f"{a['seconds']:.0f}s; wrote {path}")
 
 
 @app.command()

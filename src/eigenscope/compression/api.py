@@ -13,147 +13,227 @@
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
-from ..errors import EigenscopeError
-from ..nn.lowrank import LowRankLinear
-from .allocate import Curve, allocate
-from .calibrate import collect_stats, find_blocks, target_linears
-from ..inputs import DEFAULT_CALIB_SEQS, DEFAULT_SEQ_LEN, model_batches
-from .fisher import collect_fisher
+from .._memory import memory_budget
+from ..inputs import DEFAULT_CALIB_SEQS, DEFAULT_SEQ_LEN, model_batches, tokenizer_for
+from .allocate import allocate, check_ratio
 from .methods import resolve
-from .registry import CallState, LayerStats
-from ..nn.surgery import set_module
-from .sequential import sequential_compress
+from .registry import CallState
+from .spill import Spill
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one compress call decided before running: the method and the settings."""
+
+    cfg: object
+    handler: object
+    state: CallState
+    layers: str | None
+    heldout: int            # held-out calibration batches (sequential settings)
+    grad_batches: int       # batches used for gradient statistics
+    progress: bool
+    convs: bool | None = None   # also factorise Conv2d layers (None: only in CNNs)
 
 
 def compress(model, *, ratio: float | None = None, method="whiten", allocation="global",
-             calibration=None, layers: str | None = None, tokenizer=None, seq_len: int = DEFAULT_SEQ_LEN,
-             n_seqs: int = DEFAULT_CALIB_SEQS, batch_size: int = 8, heldout: float = 0.25, multiple: int = 8,
-             grad_batches: int = 4, stats: dict | None = None, progress: bool = False):
+             calibration=None, layers: str | None = None, tokenizer=None,
+             seq_len: int = DEFAULT_SEQ_LEN, n_seqs: int = DEFAULT_CALIB_SEQS, batch_size: int = 8,
+             heldout: float = 0.25, multiple: int = 8, grad_batches: int = 4, convs: bool | None = None,
+             out=None, max_memory=None, offload_dir=None, cache=None, progress: bool = False):
     """Replace targeted nn.Linear layers by LowRankLinear; return (model, plan).
 
-    model       -- nn.Module (changed in place) or a source: built-in name, HF folder, .gguf file
+    model       -- an nn.Module (changed in place), or a model on disk: a Hugging Face folder
+                   (single or sharded safetensors), a .gguf file, or a built-in name. A model on
+                   disk is never loaded whole: its blocks are read, calibrated and compressed one
+                   at a time, and with `out` each compressed block is written as it is done.
     ratio       -- fraction in (0, 1) of the targeted matrices' parameters REMOVED
-    method      -- a registered name (`eigenscope.compression.methods.names()`; default "whiten",
+    method      -- a registered name (`eigenscope.compression.names()`; default "whiten",
                    which weighs outputs by the loss gradient on causal LMs) or a config instance,
                    e.g. WhitenConfig(sequential=False)
     allocation  -- "global" (greedy), "knapsack" (exact), "uniform", "gd_rank", "energy:0.9", an int
                    rank, a float energy fraction, or {layer: rank}
     calibration -- model inputs (eigenscope.inputs: text, token ids, tensors, dicts, a
                    DataLoader) or None (Python's pydoc topics text)
-    heldout     -- fraction of calibration sequences kept apart to choose settings (sequential)
-    grad_batches-- calibration batches used for gradient statistics (fwsvd, output_fisher)
-    stats       -- statistics from a previous call's plan.attrs["stats"] (reused, not recomputed;
-                   only valid for the same, uncompressed model and calibration)
+    heldout     -- fraction of calibration batches kept apart to choose settings (sequential)
+    grad_batches-- calibration batches used for gradient statistics (fwsvd, output weighting)
+    convs       -- also factorise Conv2d layers (a kh x kw conv to r channels, then a 1 x 1 conv);
+                   None (default): only in models with no Linear layer to compress (CNNs)
+    out         -- also save the result to this folder (eigenscope.load reads it back); for a
+                   model on disk the blocks go straight there and (out, plan) is returned
+    max_memory  -- bytes (or "2GiB") for stored activations and gradients; beyond, they go to
+                   `offload_dir` (default: the system's temporary folder)
+    cache       -- a StatsCache: filled by the first call, reused by later calls on the same
+                   (uncompressed) model and calibration, e.g. to compress at several ratios
 
     The plan (DataFrame): layer, shape, rank (None: dense), params_before, params_after,
     predicted_loss, and any note a method leaves per layer (e.g. whiten's chosen blend);
-    plan.attrs holds the totals (kept parameters and bytes) and the settings.
+    plan.attrs holds the totals (kept parameters and bytes), the settings and the seconds spent
+    per block.
     """
-    from ..models import load_model
-
     t0 = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        model, tokenizer = load_model(model)
     if isinstance(allocation, str) and allocation in ("global", "knapsack", "uniform"):
-        from .allocate import check_ratio
         check_ratio(ratio)
     cfg, handler = resolve(method)
+    onloader = _onloader(model)
+    opts = dict(ratio=ratio, allocation=allocation, calibration=calibration, layers=layers,
+                tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size,
+                heldout=heldout, multiple=multiple, grad_batches=grad_batches, convs=convs, out=out,
+                max_memory=max_memory, offload_dir=offload_dir, cache=cache, progress=progress)
+    try:
+        return _run(onloader, cfg, handler, t0, **opts)
+    finally:
+        onloader.close()
+
+
+def _onloader(model):
+    from .onload import FromSource, InMemory
+
+    if isinstance(model, nn.Module):
+        return InMemory(model)
+    from ..errors import EigenscopeError
+    from ..sources.formats import detect, locate
+
+    path = locate(model)
+    kind = detect(path)
+    if kind == "save":
+        raise EigenscopeError(f"{path}: already compressed by eigenscope; compress the original")
+    if kind == "hf" and path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        path = ggufs[0] if len(ggufs) == 1 else path
+    return FromSource(path)
+
+
+def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, tokenizer,
+         seq_len, n_seqs, batch_size, heldout, multiple, grad_batches, convs, out, max_memory,
+         offload_dir, cache, progress):
+    from .onload import FromSource
+    from .pipeline import Pipeline
+
+    model = onloader.model
+    tokenizer = tokenizer or onloader.tokenizer or tokenizer_for(model)
     cfg = handler.prepare(cfg, model)
-    targets = target_linears(model, layers)
-    needs, state = handler.needs(cfg), CallState()
     batches = model_batches(calibration, tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs,
-                            batch_size=batch_size, min_seqs=2) if needs else []
-    model.eval()
-    stats = _statistics(model, batches, targets, needs, stats, progress, grad_batches)
-    curves = [_curve(cfg, handler, n, m, stats.get(n, LayerStats()), state)
-              for n, m in targets.items()]
-    ranks = allocate(curves, allocation, ratio, multiple)
-    losses = {c.name: c.loss() for c in curves}
-    _replace_linears(model, (cfg, handler, state), batches, targets, stats, ranks,
-                     n_held=_heldout_batches(len(batches), heldout), progress=progress)
-    plan = _plan(targets, ranks, losses, state.notes)
-    plan.attrs.update(_totals(model, plan), method=repr(cfg), allocation=str(allocation),
-                      ratio=ratio, seconds=time.perf_counter() - t0, stats=stats)
+                            batch_size=batch_size, min_seqs=2) if handler.needs(cfg) else []
+    job = Job(cfg, handler, CallState(), layers, _heldout_batches(len(batches), heldout),
+              grad_batches, progress, convs)
+    budget = memory_budget(max_memory)
+    writer = _writer(out, onloader, budget) if out is not None and isinstance(onloader, FromSource) else None
+    spill = Spill(budget // 2, offload_dir)
+    try:
+        with _no_param_grads(model):
+            pipe = Pipeline(onloader, job, batches, spill, writer=writer, cache=cache)
+            curves = pipe.curves()
+            ranks = allocate([curves[n] for n in pipe.targets], allocation, ratio, multiple)
+            pipe.factorise(ranks, keep=writer is None)
+    finally:
+        spill.close()
+    plan = _plan(pipe, ranks, curves, job.state.notes)
+    plan.attrs.update(method=repr(cfg), allocation=str(allocation), ratio=ratio,
+                      block_seconds=dict(pipe.seconds))
+    return _finish(onloader, plan, writer, out, tokenizer, t0)
+
+
+def _finish(onloader, plan, writer, out, tokenizer, t0):
+    """Totals into the plan; the frame and the save written; (model or out folder, plan)."""
+    from .io import dedup, metadata, save
+
+    model = onloader.model
+    if writer is not None:   # the blocks are written: the frame, then the index, last
+        onloader.load("frame")
+        filler = onloader.filler
+        frame = {a: filler.get(n) for n in filler.names(exclude=onloader.blocks)
+                 for a in filler.aliases[n]}
+        tensors, tied = dedup(frame)
+        writer.add(tensors)
+        onloader.unload("frame")
+        writer.finish(metadata(model, plan=plan, tied=tied))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        plan.attrs.update(_totals(model, plan, nbytes=writer.total),
+                          seconds=time.perf_counter() - t0)
+        return Path(out), plan
+    if hasattr(onloader, "filler"):   # a model from disk, wanted in memory: its frame too
+        onloader.load("frame")
+    plan.attrs.update(_totals(model, plan), seconds=time.perf_counter() - t0)
+    if out is not None:
+        save(model, out, plan=plan, tokenizer=tokenizer)
     return model, plan
 
 
-def _replace_linears(model, call, batches, targets, stats, ranks, *, n_held, progress):
-    """Factorise every target at its rank: block by block on the compressed stream's inputs
-    (sequential methods, with a held-out slice), else each from the original statistics."""
-    cfg, handler, _ = call
-    if handler.sequential(cfg) and find_blocks(model) and n_held:
-        def one(name, lin, pair):
-            st = stats.get(name, LayerStats()).sequential(pair)
-            return _factorise(call, name, lin, st, ranks[name])
-        sequential_compress(model, batches, targets, one, heldout=n_held, progress=progress)
-        return
-    for name, lin in targets.items():
-        new = _factorise(call, name, lin, stats.get(name, LayerStats()), ranks[name])
-        if new is not None:
-            set_module(model, name, new)
+def _writer(out, onloader, budget):
+    from .io import SHARD_BYTES, ShardWriter
+    return ShardWriter(out, dtype=onloader.source_dtype,
+                       shard_bytes=min(SHARD_BYTES, max(budget // 4, 2**20)))
 
 
-def _statistics(model, batches, targets, needs, stats, progress, grad_batches):
-    if stats is not None:
-        return stats
-    stats = {}
-    if needs & {"gram", "absmean"}:
-        stats = collect_stats(model, batches, targets, absmean="absmean" in needs, progress=progress)
-    if needs & {"fisher_w", "d_out"}:
-        # gradients cost 3 forwards; per-channel means settle on fewer tokens than Gram matrices
-        collect_fisher(model, batches[:grad_batches], targets, stats, weights="fisher_w" in needs,
-                       outputs="d_out" in needs, progress=progress)
-    return stats
+@contextlib.contextmanager
+def _no_param_grads(model: nn.Module):
+    """No parameter gradients while compressing (activations still get them); restored after."""
+    was = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in was:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, w in was:
+            p.requires_grad_(w)
 
 
 def _heldout_batches(n: int, heldout: float) -> int:
     return min(max(int(round(n * heldout)), 1), n - 1) if heldout > 0 and n > 1 else 0
 
 
-def _curve(cfg, handler, name, lin, st, state) -> Curve:
-    W = lin.weight.detach()
-    key = repr(cfg)
-    s = st.cache[key] if key in st.cache else handler.spectrum(cfg, W, st, layer=name, state=state)
-    st.cache[key] = s
-    return Curve(name, W.shape[0], W.shape[1], s, normalise=not handler.loss_units(cfg))
+def _plan(pipe, ranks, curves, notes) -> pd.DataFrame:
+    """One row per target (rank <NA>: kept dense) and per tensor kept dense with a reason."""
+    from .targets import target_bias, target_weight
 
-
-def _factorise(call, name, lin: nn.Linear, st, rank):
-    """LowRankLinear of the given rank in the Linear's dtype/device; None keeps it dense."""
-    if rank is None:
-        return None
-    cfg, handler, state = call
-    W = lin.weight.detach()
-    B, A = handler.factors(cfg, W, st, rank, layer=name, state=state)
-    if not (torch.isfinite(B).all() and torch.isfinite(A).all()):
-        raise EigenscopeError(f"{name}: factorisation produced NaN/inf (check the calibration statistics)")
-    bias = None if lin.bias is None else lin.bias.detach()
-    return LowRankLinear.from_factors(B.to(W), A.to(W), bias)
-
-
-def _plan(targets, ranks, losses, notes) -> pd.DataFrame:
     rows = []
-    for name, lin in targets.items():
-        m, n = lin.weight.shape
-        r, nb = ranks[name], (0 if lin.bias is None else m)
+    for name, layer in pipe.targets.items():
+        (m, n), bias = target_weight(layer).shape, target_bias(layer)
+        r, nb = ranks[name], (0 if bias is None else bias.numel())
         rows.append(dict(layer=name, shape=(m, n), rank=r, params_before=m * n + nb,
                          params_after=(m * n if r is None else r * (m + n)) + nb,
-                         predicted_loss=0.0 if r is None else float(losses[name][r]),
-                         **notes.get(name, {})))
+                         predicted_loss=0.0 if r is None else float(curves[name].loss()[r]),
+                         reason="", **notes.get(name, {})))
+    for name, why in pipe.dense.items():
+        p = pipe.model.get_parameter(name)
+        rows.append(dict(layer=name, shape=tuple(p.shape), rank=None, params_before=p.numel(),
+                         params_after=p.numel(), predicted_loss=0.0, reason=why))
     plan = pd.DataFrame(rows)
     plan["rank"] = plan["rank"].astype("Int64")  # <NA>: the matrix stays dense
     return plan
 
 
-def _totals(model, plan) -> dict:
+def _totals(model, plan, nbytes: int | None = None) -> dict:
     kept = sum(p.numel() for p in model.parameters())
-    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    before, after = int(plan.params_before.sum()), int(plan.params_after.sum())
+    if nbytes is None:
+        nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    targeted = plan[plan["reason"] == ""]
+    before, after = int(targeted.params_before.sum()), int(targeted.params_after.sum())
     return dict(target_params_before=before, target_params_after=after,
                 removed_fraction=1 - after / max(before, 1), model_params=kept, model_bytes=nbytes)
+
+
+class StatsCache:
+    """Statistics and loss curves one compress call computed, reused by later calls on the same
+    (uncompressed) model and calibration — e.g. to compress at several ratios without gathering
+    them again. Big statistics live in memory up to `max_memory`, then in `offload_dir`."""
+
+    def __init__(self, *, max_memory=None, offload_dir=None):
+        self.curves: dict = {}
+        self.stats: dict = {}
+        self.key = None          # (method config, layers) the statistics belong to
+        self.spill = Spill(memory_budget(max_memory), offload_dir)
+
+    def close(self) -> None:
+        """Drop everything (and the offload files)."""
+        self.curves, self.stats = {}, {}
+        self.spill.close()

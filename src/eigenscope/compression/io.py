@@ -1,13 +1,18 @@
-"""Save / load compressed models: one safetensors file, everything else in its JSON metadata.
+"""Save / load compressed models: safetensors shards and an index, everything else in JSON.
 
-Metadata: eigenscope_format, ranks {module: rank}, plan (records), tied {alias: kept name},
-hf_config (the original config JSON) and hf_class (the saved transformers class). Loading a
-HF model rebuilds it from the config, swaps in LowRankLinear of the stored ranks and loads the
-tensors: it needs eigenscope and transformers, never the original weights file.
+A save is a folder: shards `model-00001.safetensors`, ... (each written atomically) and
+`model.safetensors.index.json` (written last, atomically: a folder without it is not a save).
+The index's "metadata" holds eigenscope_format, ranks {module: rank}, plan (records), tied
+{alias: kept name}, hf_config (the original config JSON) and hf_class (the saved transformers
+class). Loading builds a weightless skeleton from the config (never code named by a file),
+swaps in LowRankLinear of the stored ranks and assigns the tensors shard by shard as they are
+read: it needs eigenscope and transformers, never the original weights, and never holds a
+second copy of the model. Single-file saves (`x.safetensors`, metadata in its header) load too.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -15,107 +20,222 @@ from torch import nn
 
 from .._io import atomic_write
 from ..errors import EigenscopeError
-from ..nn.lowrank import LowRankLinear
-from ..nn.surgery import set_module
-from ..sources.formats import SAVE_FILE, SAVE_KEY, save_metadata
-from ..sources.skeleton import config_from_dict, model_class
+from ..nn.surgery import is_lowrank_host, lowrank_like, lowrank_types, set_module
+from ..nn.surgery import matrix_shape as _matrix_shape
+from ..sources.formats import SAVE_FILE, SAVE_INDEX, SAVE_KEY, save_metadata
+from ..sources.skeleton import Filler, build, config_from_dict, model_class
 
 FORMAT = "eigenscope-lowrank-1"
+SHARD = "model-{:05d}.safetensors"
+_SHARD_RE = re.compile(r"^model-\d{5}\.safetensors$")
+SHARD_BYTES = 2 * 2**30
 
 
-def weights_file(path) -> Path:
-    """The single .safetensors file of a save at `path` (a folder or the file itself)."""
-    path = Path(path)
-    return path if path.suffix == ".safetensors" else path / SAVE_FILE
+class ShardWriter:
+    """Writes tensors into shards of at most `shard_bytes` (each atomically), then the index.
+
+    dtype -- floating tensors are cast to it when written (None: as they are)
+    """
+
+    def __init__(self, folder, *, dtype=None, shard_bytes: int = SHARD_BYTES):
+        self.folder, self.dtype, self.shard_bytes = Path(folder), dtype, int(shard_bytes)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EigenscopeError(f"{self.folder}: cannot create the output folder "
+                                  f"({e.strerror or e})") from None
+        self.pending: dict[str, torch.Tensor] = {}
+        self.weight_map: dict[str, str] = {}
+        self.total = 0
+
+    def add_block(self, prefix: str, module: nn.Module) -> None:
+        """Every tensor of `module`'s state dict, named under `prefix`."""
+        self.add({f"{prefix}.{k}" if prefix else k: v for k, v in module.state_dict().items()})
+
+    def add(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Queue tensors; a shard is written whenever the queue reaches shard_bytes."""
+        for name, t in tensors.items():
+            t = t.detach()
+            if self.dtype is not None and t.is_floating_point():
+                t = t.to(self.dtype)
+            self.pending[name] = t.contiguous()
+        if sum(t.numel() * t.element_size() for t in self.pending.values()) >= self.shard_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        from safetensors.torch import save_file
+
+        name = SHARD.format(len(set(self.weight_map.values())) + 1)
+        tensors, self.pending = self.pending, {}
+        _write(self.folder / name, lambda tmp: save_file(tensors, tmp))
+        self.weight_map.update(dict.fromkeys(tensors, name))
+        self.total += sum(t.numel() * t.element_size() for t in tensors.values())
+
+    def finish(self, metadata: dict[str, str]) -> Path:
+        """Write the last shard and the index (last of all); remove shards of an older save."""
+        self._flush()
+        index = {"metadata": {**metadata, "total_size": str(self.total)},
+                 "weight_map": self.weight_map}
+        path = _write(self.folder / SAVE_INDEX,
+                      lambda tmp: Path(tmp).write_text(json.dumps(index), encoding="utf-8"))
+        mine = set(self.weight_map.values())
+        for old in self.folder.iterdir():
+            if _SHARD_RE.match(old.name) and old.name not in mine:
+                old.unlink(missing_ok=True)
+        (self.folder / SAVE_FILE).unlink(missing_ok=True)   # a single-file save from before
+        return path
 
 
-def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
-    """Write `path` (a .safetensors file, or a folder receiving model.safetensors) atomically."""
-    from safetensors.torch import save_file
+def _write(path: Path, write) -> Path:
+    try:
+        return atomic_write(path, write)
+    except OSError as e:
+        raise EigenscopeError(f"{path}: cannot write ({e.strerror or e}); nothing of this "
+                              "save is complete until its index is written") from None
 
-    target = weights_file(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tensors, tied = _dedup(model.state_dict())
-    meta = {SAVE_KEY: FORMAT, "tied": json.dumps(tied),
-            "ranks": json.dumps({n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)})}
+
+def metadata(model: nn.Module, *, plan=None, tied: dict | None = None, config=None,
+             cls_name: str | None = None) -> dict[str, str]:
+    """The save's metadata (all values are strings, as safetensors and the index want)."""
+    meta = {SAVE_KEY: FORMAT, "tied": json.dumps(tied or {}),
+            "ranks": json.dumps({n: m.rank for n, m in model.named_modules()
+                                 if isinstance(m, lowrank_types())})}
     if plan is not None:
         meta["plan"] = plan.to_json(orient="records")
-    config = getattr(model, "config", None)
+    config = config if config is not None else getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
         cfg = config.to_dict()
         cfg.pop("quantization_config", None)  # the GGUF quantisation does not apply to the factors
         meta["hf_config"] = json.dumps(cfg)
-        meta["hf_class"] = type(model).__name__
-    atomic_write(target, lambda tmp: save_file(tensors, tmp, metadata=meta))
-    if tokenizer is not None and target.name == SAVE_FILE:
-        tokenizer.save_pretrained(target.parent)
-    return target
+        meta["hf_class"] = cls_name or type(model).__name__
+    return meta
 
 
-def _dedup(sd: dict) -> tuple[dict, dict]:
+def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
+    """Write `model` to the folder `path` (shards + index, atomically); returns the folder."""
+    path = Path(path)
+    tensors, tied = dedup(model.state_dict())
+    writer = ShardWriter(path)
+    writer.add(tensors)
+    writer.finish(metadata(model, plan=plan, tied=tied))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def dedup(sd: dict) -> tuple[dict, dict]:
     """safetensors refuses shared storage (tied embeddings): keep one name per tensor."""
     seen, out, tied = {}, {}, {}
     for name, t in sd.items():
-        key = (t.data_ptr(), t.shape, t.stride()) if t.numel() else None
+        key = (t.data_ptr(), t.shape, t.stride()) if t.numel() and t.device.type != "meta" else None
         if key is not None and key in seen:
             tied[name] = seen[key]
             continue
         if key is not None:
             seen[key] = name
-        out[name] = t.detach().contiguous()
+        out[name] = t.detach()
     return out, tied
 
 
-def load(path, *, model: nn.Module | None = None) -> nn.Module:
-    """The compressed model. `model` is a skeleton of the original architecture, required only
-    for non-HF modules (eigenscope cannot rebuild arbitrary Python classes)."""
-    from safetensors.torch import load_file
+def load(path, *, model: nn.Module | None = None, dtype=None) -> nn.Module:
+    """The compressed model, filled shard by shard into a weightless skeleton.
 
-    f = weights_file(path)
-    if not f.exists():
-        raise EigenscopeError(f"{f}: no such file")
-    meta = save_metadata(f) or {}
-    if meta.get(SAVE_KEY) != FORMAT:
-        raise EigenscopeError(f"{f}: not written by eigenscope.save")
+    model -- a skeleton of the original architecture, needed only for non-Hugging Face modules
+             (eigenscope never rebuilds arbitrary Python classes)
+    dtype -- convert floating tensors to it as they are read (None: keep the stored dtype)
+    """
+    meta, files = _read_save(Path(path))
     if model is None:
-        model = _from_config(meta, f)
-    for name, rank in json.loads(meta["ranks"]).items():
-        old = model.get_submodule(name)
-        if not isinstance(old, (nn.Linear, LowRankLinear)):
-            raise EigenscopeError(f"{f}: {name} is a {type(old).__name__}, not a Linear")
-        set_module(model, name, LowRankLinear(old.in_features, old.out_features, rank,
-                                              bias=_has_bias(old), dtype=_dtype(old)))
-    sd = load_file(str(f))
-    tied = json.loads(meta.get("tied", "{}"))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if k not in tied] + list(unexpected)
-    if bad:
-        raise EigenscopeError(f"{f}: tensors do not match the architecture ({bad[:3]} ...)")
-    for alias, kept in tied.items():  # aliases the architecture does not tie itself
-        if alias in missing:
-            _assign(model, alias, sd[kept])
+        model = _skeleton(meta, path)
+    _swap_lowrank(model, _ranks(meta, path), path)
+    filler = Filler(model)
+    by_alias = {a: canon for canon, names in filler.aliases.items() for a in names}
+    assigned = [t for f in files for t in _fill(filler, by_alias, f, dtype)]
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    for alias, kept in json.loads(meta.get("tied", "{}")).items():
+        if alias in by_alias and kept in by_alias:
+            for mod, leaf in filler.owners[by_alias[alias]]:
+                mod._parameters[leaf] = filler.get(by_alias[kept])
+    missing = Filler(model).missing(assigned)
+    if missing:
+        raise EigenscopeError(f"{path}: tensors missing from the save ({missing[:3]} ...)")
     return model.eval()
 
 
-def _from_config(meta, f):
+def _read_save(path: Path) -> tuple[dict, list[Path]]:
+    meta = save_metadata(path)
+    if meta is None or meta.get(SAVE_KEY) != FORMAT:
+        what = "no such file or folder" if not path.exists() else "not written by eigenscope.save"
+        raise EigenscopeError(f"{path}: {what}")
+    folder = path if path.is_dir() else path.parent
+    index = folder / SAVE_INDEX if path.is_dir() or path.name.endswith(".index.json") else None
+    if index is None or not index.is_file():
+        return meta, [path if path.suffix == ".safetensors" else folder / SAVE_FILE]
+    weight_map = json.loads(index.read_text()).get("weight_map") or {}
+    files = []
+    for name in dict.fromkeys(weight_map.values()):
+        f = (folder / name).resolve()
+        if f.parent != folder.resolve() or not f.is_file():
+            raise EigenscopeError(f"{index}: shard {name!r} is missing or outside the folder")
+        files.append(f)
+    return meta, files
+
+
+def _skeleton(meta: dict, path) -> nn.Module:
     if "hf_config" not in meta:
-        raise EigenscopeError(f"{f}: not a Hugging Face model; pass load(path, model=skeleton)")
+        raise EigenscopeError(f"{path}: not a Hugging Face model; pass load(path, model=skeleton)")
     cfg = json.loads(meta["hf_config"])
     config = config_from_dict(cfg)
-    cls = model_class(config, meta.get("hf_class"))
-    dtype = getattr(torch, str(cfg.get("dtype") or "float32").replace("torch.", ""))
-    return cls._from_config(config, dtype=dtype)
+    dtype = getattr(torch, str(cfg.get("dtype") or "float32").replace("torch.", ""), torch.float32)
+    return build(config, model_class(config, meta.get("hf_class")), dtype=dtype)
 
 
-def _has_bias(m):
-    return (m.up.bias if isinstance(m, LowRankLinear) else m.bias) is not None
+def _ranks(meta: dict, path) -> dict[str, int]:
+    try:
+        ranks = json.loads(meta["ranks"])
+    except (KeyError, ValueError, TypeError):
+        raise EigenscopeError(f"{path}: the save's ranks are unreadable") from None
+    if not isinstance(ranks, dict) or not all(
+            isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks.values()):
+        raise EigenscopeError(f"{path}: the save's ranks must be positive integers")
+    return ranks
 
 
-def _dtype(m):
-    return (m.up.weight if isinstance(m, LowRankLinear) else m.weight).dtype
+def _swap_lowrank(model: nn.Module, ranks: dict[str, int], path) -> None:
+    """Put a low-rank stand-in of the stored rank (on the layer's device: meta for a skeleton)
+    where each compressed layer was."""
+    for name, rank in ranks.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise EigenscopeError(f"{path}: the save names a layer {name!r} the model does not have") from None
+        if not is_lowrank_host(old):
+            raise EigenscopeError(f"{path}: {name} is a {type(old).__name__}, not a Linear, "
+                                  "Conv1D or Conv2d")
+        shape = _matrix_shape(old)
+        if rank > min(shape):
+            raise EigenscopeError(f"{path}: rank {rank} of {name} exceeds its shape {shape}")
+        set_module(model, name, lowrank_like(old, rank))
 
 
-def _assign(model, name, tensor):
-    mod_name, _, attr = name.rpartition(".")
-    with torch.no_grad():
-        getattr(model.get_submodule(mod_name), attr).copy_(tensor)
+def _fill(filler: Filler, by_alias: dict, f: Path, dtype) -> list:
+    """Assign every tensor of shard `f`; returns the parameters made."""
+    from safetensors import safe_open
+
+    made = []
+    with safe_open(str(f), "pt") as fh:
+        for name in fh.keys():
+            canon = by_alias.get(name)
+            if canon is None:
+                raise EigenscopeError(f"{f}: tensor {name} does not belong to the model")
+            t = fh.get_tensor(name)
+            if tuple(t.shape) != filler.shape(canon):
+                raise EigenscopeError(f"{f}: tensor {name} has shape {tuple(t.shape)}, the "
+                                      f"model expects {filler.shape(canon)}")
+            filler.set(canon, t.to(dtype) if dtype is not None and t.is_floating_point() else t,
+                       requires_grad=True)
+            made.append(filler.get(canon))
+    return made

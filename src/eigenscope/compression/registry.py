@@ -28,7 +28,7 @@ import torch
 from ..errors import ArgumentError, EigenscopeError
 from ..maths.lowrank import whitening_factor
 
-# statistic name -> what it is (collected by the calibration passes, see calibrate.py, fisher.py)
+# statistic name -> what it is (gathered by compression/hooks.py during the pipeline's passes)
 STATISTICS = {
     "gram": "X X^T of the layer's inputs over calibration tokens (n, n)",
     "absmean": "sum over tokens of |x| per input channel (n,)",
@@ -153,7 +153,7 @@ class LayerStats:
     fisher_w: torch.Tensor | None = None  # (m, n)  sum over batches of grad(W)^2
     d_out: torch.Tensor | None = None     # (m,)    sqrt(mean_t (dLoss/dy_t)^2)
     pair: PairStats | None = None         # sequential pass only
-    cache: dict = field(default_factory=dict)   # spectra by method config, reused across ratios
+    stashed: dict = field(default_factory=dict)  # statistic -> spill key while out of memory
 
     def require(self, what: str, layer: str) -> torch.Tensor:
         """The statistic `what`, or a one-line error naming the layer when it is missing or not finite."""
@@ -167,7 +167,7 @@ class LayerStats:
 
     def sequential(self, pair: PairStats) -> "LayerStats":
         """These statistics with the compressed stream's Gram matrix and cross products."""
-        return replace(self, gram=pair.g_cc, pair=pair, cache={})
+        return replace(self, gram=pair.g_cc, pair=pair, stashed={})
 
 
 class CallState:

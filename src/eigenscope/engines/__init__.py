@@ -7,8 +7,8 @@ cluster ("ray"). Both engines run the same task function (`tasks.run_task`) on t
     writer.py     the output table, rewritten atomically as rows arrive; resume
 """
 from .many import analyze_many, source_entries, step_of
-from .resources import parse_bytes, task_resources
+from .resources import task_resources
 from .tasks import Task, plan_tasks, run_task
 
-__all__ = ["analyze_many", "source_entries", "step_of", "parse_bytes", "task_resources", "Task",
-           "plan_tasks", "run_task"]
+__all__ = ["analyze_many", "source_entries", "step_of", "task_resources", "Task", "plan_tasks",
+           "run_task"]

@@ -108,9 +108,10 @@ def plan_tasks(entries, *, layers: str | None = None, split="auto", options: dic
     """
     _parts(split, [[]])                      # a bad `split` fails before anything is opened
     resources = task_resources(dict(options or {}))
-    # analyze's threads are fixed here, not by the node's core count: the same task computes
-    # the same way on any node, and uses the CPUs it asked for
-    options = {**(options or {}), "workers": resources["num_cpus"]}
+    # analyze's threads and memory budget are fixed here, not by the node's cores and free
+    # memory: a task computes the same way on any node, within what it asked the scheduler for
+    options = {**(options or {}), "workers": resources["num_cpus"],
+               "max_memory": resources["memory"]}
     tasks, plans = [], {}
     for source, label, step in entries:
         plan = _plan(source, layers)

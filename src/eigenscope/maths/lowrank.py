@@ -36,8 +36,17 @@ def top_left_singular(M: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.T
     s, V = ev.flip(0).clamp_min(0).sqrt(), Q.flip(1)[:, :rank]
     U = M @ V                                                 # (m, r) = U_r diag(s_r)
     U = U / U.norm(dim=0).clamp_min(torch.finfo(M.dtype).tiny)
-    U, _ = torch.linalg.qr(U)                                 # re-orthonormalise (tiny s_i)
+    if rank and float(s[rank - 1]) < 1e-6 * float(s[0]):      # tiny s_i: re-orthonormalise
+        U, _ = torch.linalg.qr(U)
     return U, s
+
+
+def singular_values_of(M: torch.Tensor) -> torch.Tensor:
+    """All singular values of M (descending, float64) from the eigenvalues of its smaller Gram:
+    no vectors, several times faster than `top_left_singular` or an SVD."""
+    M = M.double()
+    K = M @ M.T if M.shape[0] <= M.shape[1] else M.T @ M
+    return torch.linalg.eigvalsh(K).flip(0).clamp_min(0).sqrt()
 
 
 def tail_energy(s: torch.Tensor) -> torch.Tensor:
@@ -69,14 +78,29 @@ def truncate_scaled(W: torch.Tensor, rank: int, *, left: torch.Tensor | None = N
     return B / lw[:, None], A / rw  # undo the scaling on each side
 
 
+def _whitened_left(DW: torch.Tensor, G: torch.Tensor, rank: int, L: torch.Tensor | None):
+    """(U_r, t): top left singular vectors and all singular values of D W L, L L^T = G.
+
+    A wide (or square) D W needs no L: (D W L)(D W L)^T = D W G W^T D, an m x m eigenproblem,
+    so the n x n eigendecomposition of G is skipped. A tall one goes through L (n x n)."""
+    m, n = DW.shape
+    if m <= n and L is None:
+        K = DW @ G.double() @ DW.T                              # (m, m)
+        ev, Q = torch.linalg.eigh(0.5 * (K + K.T))
+        return Q.flip(1)[:, :rank], ev.flip(0).clamp_min(0).sqrt()
+    return top_left_singular(DW @ (whitening_factor(G) if L is None else L), rank)
+
+
 def whitened_spectrum(W: torch.Tensor, G: torch.Tensor, d_out: torch.Tensor | None = None, *,
                       L: torch.Tensor | None = None) -> torch.Tensor:
     """Singular values t of D W L: the loss of rank r is exactly sum_{i>r} t_i^2.
     L (n, n) = whitening_factor(G) may be passed in when several matrices share G."""
-    M = W.double() @ (whitening_factor(G) if L is None else L)  # (m, n)
-    if d_out is not None:
-        M = d_out.double()[:, None] * M
-    return top_left_singular(M, 0)[1]
+    DW = W.double() if d_out is None else d_out.double()[:, None] * W.double()  # (m, n)
+    m, n = DW.shape
+    if m <= n and L is None:   # the singular values of D W L without L (see _whitened_left)
+        K = DW @ G.double() @ DW.T                                              # (m, m)
+        return torch.linalg.eigvalsh(0.5 * (K + K.T)).flip(0).clamp_min(0).sqrt()
+    return singular_values_of(DW @ (whitening_factor(G) if L is None else L))
 
 
 def truncate_whiten(W: torch.Tensor, G: torch.Tensor, rank: int, *, d_out: torch.Tensor | None = None,
@@ -88,7 +112,7 @@ def truncate_whiten(W: torch.Tensor, G: torch.Tensor, rank: int, *, d_out: torch
     """
     W = W.double()
     DW = W if d_out is None else d_out.double()[:, None] * W  # (m, n)
-    U, t = top_left_singular(DW @ (whitening_factor(G) if L is None else L), rank)  # U (m, r)
+    U, t = _whitened_left(DW, G, rank, L)                      # U (m, r)
     A = U.T @ DW                                               # (r, n)
     B = U if d_out is None else U / d_out.double()[:, None]    # (m, r)
     return B, A, t

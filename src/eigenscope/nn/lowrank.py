@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from ..errors import ArgumentError
+from .weight_view import WeightView
 
 
 class LowRankLinear(nn.Module):
@@ -51,6 +52,17 @@ class LowRankLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.down(x))  # (.., n) -> (.., r) -> (.., m)
+
+    @property
+    def weight(self) -> WeightView:
+        """The (out, in) weight's shape, dtype and device, without its values (nn/weight_view.py):
+        model code that reads `.weight.dtype` keeps working; arithmetic on it raises. Inside
+        torch.compile (which cannot trace building that view) it is one NaN expanded to
+        (out, in): same metadata, no memory, and NaN in anything computed from it."""
+        w, shape = self.up.weight, (self.out_features, self.in_features)
+        if torch.compiler.is_compiling():
+            return w.new_full((), float("nan")).expand(shape)
+        return WeightView(shape, dtype=w.dtype, device=w.device)
 
     def dense_weight(self) -> torch.Tensor:
         """The dense (out, in) weight up @ down this layer stands for."""

@@ -1,7 +1,9 @@
 """GGUF files (llama.cpp), memory-mapped; each tensor dequantised on its own when read.
 
-Names are mapped to Hugging Face names (names.gguf_to_hf) so rows of a GGUF file match those of
-the same model's Hugging Face checkpoint. GGUF lists dimensions ne0 (the contiguous, "in" axis)
+Names are mapped to the same model's Hugging Face checkpoint names (gguf_names: llama.cpp's own
+name table applied to the checkpoint names of the model the metadata describes; names.gguf_to_hf
+when transformers cannot describe it), so rows of a GGUF file match the checkpoint's; a stacked
+3-D expert tensor becomes the checkpoint's per-expert 2-D tensors when those are its names. GGUF lists dimensions ne0 (the contiguous, "in" axis)
 first; tensors are returned in PyTorch (out, in) order. llama.cpp's converter also permutes the
 rows of the q and k projections of Llama-family models for its rotary layout; that is undone
 here (as transformers does when it loads a GGUF), so the matrices themselves, not only their
@@ -9,6 +11,7 @@ spectra, equal the Hugging Face checkpoint's and `compare` can match their subsp
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ import torch
 from ..errors import SourceError
 from .base import Source, TensorInfo, error_line
 from .layout import layout_from_name
+from .gguf_names import gguf_checkpoint_names
 from .names import gguf_to_hf
 
 SUPPORTED = {"F32", "F16", "BF16", "F64", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K",
@@ -49,22 +53,39 @@ class GGUFSource(Source):
         except Exception as e:  # gguf raises ValueError/IndexError/... on damaged files
             raise SourceError(f"{self.path}: truncated or corrupt GGUF file "
                               f"({error_line(e)})") from None
-        self._by_name, self._infos = {}, []
+        experts = _int_field(self.reader, f"{self.arch}.expert_count")
+        names = gguf_checkpoint_names(self.reader, self.arch, experts) or {}
+        self._by_name, self._infos, self._last = {}, [], (None, None)
         for t in tensors:
-            name = gguf_to_hf(t.name, self.arch)
             shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # (ne1, ne0) = (out, in)
-            self._by_name[name] = t
-            qtype = t.tensor_type.name
-            self._infos.append(TensorInfo(name, shape, _PLAIN.get(qtype, qtype),
-                                          layout_from_name(name, len(shape))))
+            qtype = _PLAIN.get(t.tensor_type.name, t.tensor_type.name)
+            known = names.get(t.name)
+            if isinstance(known, list) and len(shape) == 3 and len(known) == shape[0]:
+                for e, (expert, _) in enumerate(known):  # stacked experts: one tensor each
+                    self._by_name[expert] = (t, e, shape[1:])
+                    self._infos.append(TensorInfo(expert, shape[1:], qtype, "linear"))
+                continue
+            name, stored = known if isinstance(known, tuple) else (gguf_to_hf(t.name, self.arch), shape)
+            if math.prod(stored) != math.prod(shape):
+                stored = shape
+            # read in the checkpoint's shape: a (1, hidden) router is a vector in GGUF
+            self._by_name[name] = (t, None, stored)
+            self._infos.append(TensorInfo(name, stored, qtype, layout_from_name(name, len(stored))))
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
+        t, expert, shape = self._by_name[name]
+        if expert is not None:  # one expert of a stacked tensor: decode it once for all experts
+            if self._last[0] is not t:
+                self._last = (t, self._decode(t, name))
+            return self._last[1][expert]
+        return self._decode(t, name).reshape(shape)
+
+    def _decode(self, t, name: str) -> torch.Tensor:
         from gguf.quants import dequantize
 
-        t = self._by_name[name]
         qtype = t.tensor_type.name
         if qtype not in SUPPORTED:
             raise SourceError(f"{self.path}: tensor {name} has unsupported type {qtype}")
@@ -82,6 +103,7 @@ class GGUFSource(Source):
 
     def close(self) -> None:
         self._by_name.clear()
+        self._last = (None, None)
 
 
 def _unpermute(w: torch.Tensor, name: str, heads: dict) -> torch.Tensor:

@@ -5,7 +5,8 @@ Rules (methods.md: a matrix is m x n = out x in):
 - GPT-2 Conv1D weights (stored in x out) transposed;
 - Conv1d/Conv2d weights (out, in, *k) reshaped to (out, in * prod(k));
 - 3-D mixture-of-experts tensors (experts, out, in): one row per expert, named "<tensor>.expert{e}"
-  (per-expert 2-D tensors, "experts.5.w1.weight", keep their name and get expert 5);
+  (per-expert 2-D tensors, "experts.5.w1.weight", keep their name and get expert 5; a module's
+  fused experts are read under those per-expert names when its checkpoint stores them so);
 - 1-D tensors (norms, biases), biases of any rank, buffers and integer tensors are skipped;
 - tied weights once (see `iter_matrices`).
 """
@@ -61,20 +62,39 @@ def iter_matrices(source: Source, *,
     by the source; a folder whose config says tie_word_embeddings marks lm_head as tied to the
     embedding (TensorInfo.tied_to), and a GGUF file without output.weight simply has no head.
     Files that store the same embedding/head matrix under two names without saying so are caught
-    at read time: each embed/head tensor's bytes are hashed (blake2b, no copy) and a tensor whose
-    hash was already seen is skipped. Only embed/head tensors are hashed: that is where ties
-    happen, and equal blocks elsewhere (e.g. two zero-initialised layers) are distinct matrices.
+    at read time (see `read_matrices`).
     """
     seen: set[bytes] = set()
-    for info, metas in _selected(source, layers):
-        t = source.read(info.name)
-        if metas[0].role in ("embed", "head"):
+    for _, metas in _selected(source, layers):
+        yield from read_matrices(source, metas, seen)
+
+
+def read_matrices(source: Source, metas: list[MatrixMeta],
+                  seen: set[bytes]) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
+    """(meta, float32 matrix) of the given rows, reading each of their tensors once.
+
+    Each embed/head tensor's bytes are hashed (blake2b, no copy) into `seen`, and a tensor whose
+    hash was already seen is skipped: files that store one matrix under two names without saying
+    so give one row. Only embed/head tensors are hashed: that is where ties happen, and equal
+    blocks elsewhere (e.g. two zero-initialised layers) are distinct matrices. A row of a 3-D
+    expert tensor is copied out, so the whole tensor is not kept alive by one expert's matrix.
+    """
+    by_tensor: dict[str, list[MatrixMeta]] = {}
+    for meta in metas:
+        by_tensor.setdefault(meta.tensor, []).append(meta)
+    infos = {i.name: i for i in source.tensors() if i.name in by_tensor}
+    for name, rows in by_tensor.items():
+        t = source.read(name)
+        if rows[0].role in ("embed", "head"):
             digest = _digest(t)
             if digest in seen:
                 continue
             seen.add(digest)
-        for meta in metas:
-            yield meta, to_matrix(t, info.layout, meta.expert).to(torch.float32)
+        for meta in rows:
+            W = to_matrix(t, infos[name].layout, meta.expert)
+            W = W.to(torch.float32)
+            yield meta, (W.clone() if infos[name].layout == "moe" and W.dtype == t.dtype else W)
+        del t
 
 
 def _selected(source: Source, layers: str | None):
@@ -90,9 +110,9 @@ def _selected(source: Source, layers: str | None):
             metas = [m for m in metas if pattern.search(m.name) or pattern.search(m.tensor)]
         if metas:
             selected.append((info, metas))
-    # One order whatever the format (files list tensors alphabetically, modules by definition).
-    stacks: dict[str, int] = {}
-    keys = [_order_key(metas[0], stacks) for _, metas in selected]
+    # One order whatever the format (files list tensors alphabetically, modules by definition):
+    # the key depends on the name alone.
+    keys = [_order_key(metas[0]) for _, metas in selected]
     return [sel for _, sel in sorted(zip(keys, selected), key=lambda ks: ks[0])]
 
 
@@ -100,15 +120,17 @@ _ROLE_RANK = {r: i for i, r in enumerate(("q", "k", "v", "o", "gate", "up", "dow
 _STACK = re.compile(r"^(.*?)(?:layers|layer|h|blocks|blk|block)\.\d+\.")
 
 
-def _order_key(meta: MatrixMeta, stacks: dict[str, int]):
-    """Embeddings first, then the blocks (each stack, e.g. encoder/decoder, in numeric block
-    order, roles q k v o gate up down other), then everything else (head, pooler, ...)."""
+def _order_key(meta: MatrixMeta):
+    """Embeddings first, then the blocks (each stack in numeric block order, roles q k v o gate
+    up down other; stacks by name, a decoder's after the rest, so an encoder comes first), then
+    everything else (head, pooler, ...)."""
     natural = tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", meta.name)))
     if meta.block < 0:
-        return (0 if meta.role == "embed" else 2, 0, 0, 0, natural)
+        return (0 if meta.role == "embed" else 2, (False, ""), 0, 0, natural)
     m = _STACK.match(meta.tensor)
-    stack = stacks.setdefault(m.group(1) if m else "", len(stacks))
-    return (1, stack, meta.block, _ROLE_RANK.get(meta.role, len(_ROLE_RANK)), natural)
+    stack = m.group(1) if m else ""
+    return (1, ("decoder" in stack, stack), meta.block, _ROLE_RANK.get(meta.role, len(_ROLE_RANK)),
+            natural)
 
 
 def _metas(info: TensorInfo) -> list[MatrixMeta]:

@@ -1,4 +1,5 @@
-"""Which transformers class rebuilds a model, decided from its config alone.
+"""Which transformers class rebuilds a model, decided from its config alone, and a weightless
+(meta-device) skeleton of it that is filled with real tensors one part at a time.
 
 Only classes that one of transformers' own auto mappings (ALLOWED_MAPPINGS) lists for the
 config's model_type are ever built, and always from the library's code: a config's `auto_map`
@@ -10,6 +11,11 @@ config's model_type are ever built, and always from the library's code: a config
 """
 from __future__ import annotations
 
+import contextlib
+
+import torch
+from torch import nn
+
 from ..errors import SourceError
 
 # transformers.models.auto.modeling_auto mappings a saved class name may come from
@@ -18,6 +24,8 @@ ALLOWED_MAPPINGS = (
     "MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_PRETRAINING_MAPPING_NAMES",
     "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
     "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_MAPPING_NAMES",
+    "MODEL_FOR_TEXT_ENCODING_MAPPING_NAMES", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
 )
 # encoders whose causal-LM mapping entry is a decoder variant nobody expects from a checkpoint
 _ENCODERS = ("bert", "roberta", "xlm-roberta", "electra")
@@ -66,6 +74,13 @@ def model_class(config, name: str | None = None):
     return cls
 
 
+def saved_class_name(config) -> str | None:
+    """The checkpoint's own class (config.architectures) when the allow-list permits it."""
+    names = getattr(config, "architectures", None) or []
+    ok = [n for n in names if n in allowed_classes(config.model_type)]
+    return ok[0] if ok else None
+
+
 def config_from_dict(cfg: dict):
     """A transformers config from its JSON dict, without `auto_map` (code named by a file)."""
     from transformers import AutoConfig
@@ -78,3 +93,89 @@ def config_from_dict(cfg: dict):
     except (ValueError, KeyError, TypeError) as e:
         first = str(e).splitlines()[0][:100] if str(e) else ""
         raise SourceError(f"the saved config cannot be rebuilt ({type(e).__name__}: {first})") from None
+
+
+@contextlib.contextmanager
+def weightless():
+    """Build modules with their parameters on the meta device (no memory, no initialisation)
+    and their buffers real (rotary frequencies and the like are computed as usual)."""
+    orig = nn.Module.register_parameter
+
+    def register(self, name, param):
+        orig(self, name, param)
+        if param is not None and param.device.type != "meta":
+            self._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = orig
+
+
+def build(config, cls=None, *, dtype=torch.float32) -> nn.Module:
+    """A weightless (meta-device) model of `config`, in eval mode; `cls` defaults to
+    `model_class(config)`. Fill it with `Filler`."""
+    cls = cls or model_class(config, saved_class_name(config))
+    with weightless():
+        model = cls._from_config(config, dtype=dtype)
+    return model.eval()
+
+
+class Filler:
+    """Assigns tensors to a model's parameters by name and releases them back to the meta
+    device, keeping tied parameters (one Parameter under several names) tied."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.owners: dict[str, list[tuple[nn.Module, str]]] = {}
+        self.aliases: dict[str, list[str]] = {}          # canonical name -> every name
+        first: dict[int, str] = {}
+        for mname, mod in model.named_modules(remove_duplicate=False):
+            for leaf, p in list(mod._parameters.items()):
+                if p is None:
+                    continue
+                full = f"{mname}.{leaf}" if mname else leaf
+                canon = first.setdefault(id(p), full)
+                self.owners.setdefault(canon, []).append((mod, leaf))
+                names = self.aliases.setdefault(canon, [])
+                if full not in names:
+                    names.append(full)
+
+    def names(self, prefixes=None, *, exclude=()) -> list[str]:
+        """Canonical parameter names under any of `prefixes` (None: all), minus those under
+        any prefix of `exclude`."""
+        def under(n, ps):
+            return any(n == p or n.startswith(p + ".") for p in ps)
+        return [n for n in self.owners if (prefixes is None or under(n, prefixes))
+                and not under(n, exclude)]
+
+    def shape(self, name: str) -> tuple:
+        """Shape of the parameter `name`."""
+        mod, leaf = self.owners[name][0]
+        return tuple(mod._parameters[leaf].shape)
+
+    def set(self, name: str, tensor: torch.Tensor, *, requires_grad: bool = False) -> None:
+        """Make `tensor` the parameter `name` (and every name tied to it)."""
+        p = nn.Parameter(tensor, requires_grad=requires_grad and tensor.is_floating_point())
+        for mod, leaf in self.owners[name]:
+            mod._parameters[leaf] = p
+
+    def release(self, names) -> None:
+        """Put the parameters `names` back on the meta device (their memory is freed)."""
+        for name in names:
+            mod, leaf = self.owners[name][0]
+            old = mod._parameters[leaf]
+            self.set(name, torch.empty(old.shape, dtype=old.dtype, device="meta"))
+
+    def get(self, name: str) -> torch.Tensor:
+        """The parameter `name` as it is now."""
+        mod, leaf = self.owners[name][0]
+        return mod._parameters[leaf]
+
+    def missing(self, assigned=()) -> list[str]:
+        """Canonical names still on the meta device, or (given the tensors that were
+        `assigned`) holding none of them."""
+        ids = {id(t) for t in assigned}
+        return [n for n in self.owners if self.get(n).device.type == "meta"
+                or (assigned and id(self.get(n)) not in ids)]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from ...maths.lowrank import compensated_target, pair_error, truncate_whiten, whitened_spectrum
-from ..fisher import has_lm_loss
+from ...inputs import has_lm_loss
 from ..registry import CallState, MethodBase, register
 
 
@@ -32,6 +32,14 @@ class WhitenConfig:
     damp: float = 0.05
     blend: tuple = (0.0,)
     output_fisher: bool | None = None
+
+
+def _factor(W, G, state):
+    """L (L L^T = G), shared by the Linears reading one input; None for a wide W, whose
+    whitened problem needs no L (maths.lowrank._whitened_left)."""
+    if W.shape[0] <= W.shape[1]:
+        return None
+    return (state or CallState()).whitening(G)
 
 
 def _d(cfg, st, layer):
@@ -62,7 +70,7 @@ class Whiten(MethodBase):
     @staticmethod
     def spectrum(cfg, W, st, *, layer="", state=None):
         G = st.require("gram", layer)
-        return whitened_spectrum(W, G, _d(cfg, st, layer), L=(state or CallState()).whitening(G))
+        return whitened_spectrum(W, G, _d(cfg, st, layer), L=_factor(W, G, state))
 
     @staticmethod
     def factors(cfg, W, st, rank, *, layer="", state=None):
@@ -71,12 +79,12 @@ class Whiten(MethodBase):
         d, pair = _d(cfg, st, layer), st.pair
         if pair is None:
             G = st.require("gram", layer)
-            B, A, _ = truncate_whiten(W, G, rank, d_out=d, L=state.whitening(G))
+            B, A, _ = truncate_whiten(W, G, rank, d_out=d, L=_factor(W, G, state))
             return B, A
         # without a held-out slice a blend cannot be chosen honestly: take the middle candidate
         held = pair.h_oo is not None
         blends = cfg.blend if held else (sorted(cfg.blend)[len(cfg.blend) // 2],)
-        B, A, a = _best_blend(cfg, W, pair, rank, d, blends, state.whitening(pair.g_cc))
+        B, A, a = _best_blend(cfg, W, pair, rank, d, blends, _factor(W, pair.g_cc, state))
         if len(cfg.blend) > 1:
             state.note(layer, blend=a)
         return B, A
