@@ -45,20 +45,25 @@ def analyze(
 
     Exit code 1 when some sources failed (their rows have status "failed"), 2 on bad input.
     """
-    import time
-
-    from ..analysis.runner import analyze as run
-    from ..analysis.summary import summary
-    from ..analysis.tables import write_table
-
     if out is not None:
         _check_table_suffix(out)
     options = dict(metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
                    max_memory=max_memory)
     if len(sources) > 1 or ray is not None or resume:
         return _analyze_many(sources, out, ray, resume, save_spectra, options)
+    _analyze_one(sources[0], out, rows, save_spectra, options)
+
+
+def _analyze_one(source, out, rows, save_spectra, options) -> None:
+    """One source: the terminal table and summary, the rows to --out, spectra if asked."""
+    import time
+
+    from ..analysis.runner import analyze as run
+    from ..analysis.summary import summary
+    from ..analysis.tables import write_table
+
     t0 = time.perf_counter()
-    df = run(sources[0], **options, save_spectra=save_spectra, progress=True)
+    df = run(source, **options, save_spectra=save_spectra, progress=True)
     elapsed = time.perf_counter() - t0
     _print_table(df, rows)
     _print_summary(summary(df), elapsed)
