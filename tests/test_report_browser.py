@@ -110,3 +110,29 @@ def test_compare_page_lists_one_sided_and_opens_rows(browser, tmp_path, artifact
     target.click()
     _wait(browser, "const i=document.querySelectorAll('tr.details img'); return i.length>0 && [...i].every(x=>x.complete && x.naturalWidth>0)")
     browser.save_screenshot(str(artifacts / "compare.png"))
+
+
+def test_trajectory_page_selector_and_moved_rows(browser, tmp_path, artifacts):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from _fixtures_many import checkpoints
+    paths = checkpoints(tmp_path, [0, 50, 100])
+    table = eigenscope.analyze_many(paths, metrics="norms,powerlaw,mp")
+    out = tmp_path / "trajectory.html"
+    build_report(table, out=out)
+    browser.get(out.as_uri())
+    shown = lambda: [r.find_elements(By.CSS_SELECTOR, "td")[0].text   # noqa: E731 (the step column)
+                     for r in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr.row")]
+    assert shown() == ["100"] * 12                       # the last source by default
+    select = Select(browser.find_element(By.ID, "series"))
+    select.select_by_index(1)                            # option 0 is "all sources"
+    assert shown() == ["0"] * 12
+    moved = browser.find_elements(By.CSS_SELECTOR, "#moved tbody tr.row")
+    assert len(moved) == 12
+    name = moved[0].get_attribute("data-name")
+    moved[0].click()                                     # that matrix at every step
+    assert shown() == ["0", "50", "100"]
+    assert browser.find_element(By.ID, "filter").get_attribute("value") == name
+    assert browser.execute_script("return [...document.images].every(x => x.naturalWidth > 0)")
+    browser.save_screenshot(str(artifacts / "trajectory.png"))

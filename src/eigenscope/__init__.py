@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _VERBS = {
     "analyze": "eigenscope.analysis.runner",
     "activations": "eigenscope.hidden_states.runner",
+    "analyze_many": "eigenscope.engines",
     "summary": "eigenscope.analysis.summary",
     "open_source": "eigenscope.sources",
     "compress": "eigenscope.compression.api",
@@ -33,7 +34,7 @@ _ERRORS = {name: "eigenscope.errors" for name in ("EigenscopeError", "SourceErro
 _CLASSES = {"LowRankLinear": "eigenscope.nn"}
 _EXPORTS = {**_VERBS, **_CONFIGS, **_ERRORS, **_CLASSES}
 # public subpackages (each lists its own public names in its __all__)
-_SUBMODULES = ("analysis", "compression", "linalg", "maths", "monitor", "nn", "optim", "plot",
+_SUBMODULES = ("analysis", "compression", "engines", "linalg", "maths", "monitor", "nn", "optim", "plot",
                "report", "sources", "tune")
 
 __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)

@@ -22,17 +22,37 @@ KEY_METRICS = ["alpha", "stable_rank", "spectral_norm", "mp_spikes", "effective_
 SUBSPACE_COLUMNS = ["rel_change", "overlap_left", "overlap_right", "max_angle_deg"]
 
 
-def compare(a, b, *, k: int = 8, out=None, title: str | None = None, movers: int = 12,
-            progress: bool = False, **analyze_kw) -> pd.DataFrame:
+def compare(a, b=None, *, k: int = 8, out=None, title: str | None = None, movers: int = 12,
+            against: str = "first", progress: bool = False, **analyze_kw) -> pd.DataFrame:
     """One row per matrix in both a and b; written as an HTML page to `out` when given.
 
     a, b    -- model sources (nn.Module, folder, .safetensors, .gguf, built-in name, compressed
                model) or saved analyses (CSV / JSON / Parquet / spectra file; then no subspaces)
     k       -- dimension of the singular subspaces compared
     movers  -- how many of the matrices that moved most get plots in the page
+
+    Without `b`, `a` is a series and the result walks it (`compare_series`): a list of sources,
+    {step: source}, or a table of several sources written by `analyze_many`; each step is
+    compared with the first (`against="first"`) or with the one before (`"previous"`).
     """
+    if b is None:
+        if out is not None:
+            from .errors import ArgumentError
+            raise ArgumentError("compare of a series returns a table; its page is "
+                                "`eigenscope report TABLE` on the analyze_many table")
+        return compare_series(a, against=against, k=k, progress=progress, **analyze_kw)
     _check_readable(a), _check_readable(b)        # fail on a bad B before analysing A
     sa, sb = _side(a, progress, analyze_kw), _side(b, progress, analyze_kw)
+    frame = _pair(sa, sb, k, progress)
+    if out is not None:
+        from .report.compare_page import compare_page
+        compare_page(frame, sa["sv"], sb["sv"], out=out, movers=movers,
+                     title=title or f"eigenscope compare: {Path(sa['desc']).name} vs {Path(sb['desc']).name}")
+    return frame
+
+
+def _pair(sa: dict, sb: dict, k: int, progress: bool) -> pd.DataFrame:
+    """The comparison rows of two sides (see `_side`); subspaces when both are models."""
     frame = _join(sa["df"], sb["df"])
     if sa["matrices"] is not None and sb["matrices"] is not None and len(frame):
         sub = _subspaces(sa["matrices"], sb["matrices"], set(frame["name"]), k, progress)
@@ -44,11 +64,75 @@ def compare(a, b, *, k: int = 8, out=None, title: str | None = None, movers: int
     names_a, names_b = set(sa["df"]["name"]), set(sb["df"]["name"])
     frame.attrs.update(only_a=sorted(names_a - names_b), only_b=sorted(names_b - names_a),
                        source_a=sa["desc"], source_b=sb["desc"], k=k)
-    if out is not None:
-        from .report.compare_page import compare_page
-        compare_page(frame, sa["sv"], sb["sv"], out=out, movers=movers,
-                     title=title or f"eigenscope compare: {Path(sa['desc']).name} vs {Path(sb['desc']).name}")
     return frame
+
+
+def compare_series(series, *, against: str = "first", k: int = 8, progress: bool = False,
+                   **analyze_kw) -> pd.DataFrame:
+    """Walk a series: every step compared with the first one, or with the one before it.
+
+    series  -- a list of sources, {step: source}, or a table of several sources (a DataFrame
+               or a saved .csv / .json / .parquet written by `analyze_many`), ordered by step
+               when every source has one
+    against -- "first" or "previous"
+    Returns the rows of every pair, with `step` / `source` (the later side) and `step_a` /
+    `source_a` (the side it is compared with) in front.
+    """
+    from .errors import ArgumentError
+
+    if against not in ("first", "previous"):
+        raise ArgumentError(f"against={against!r}: choose 'first' or 'previous'")
+    sides = _series_sides(series, progress, analyze_kw)
+    if len(sides) < 2:
+        raise ArgumentError(f"a series needs at least two sources; got {len(sides)}")
+    frames = []
+    for i in range(1, len(sides)):
+        (step_a, sa), (step_b, sb) = sides[0 if against == "first" else i - 1], sides[i]
+        frame = _pair(sa, sb, k, progress)
+        for col, value in (("source_a", sa["desc"]), ("step_a", step_a),
+                           ("source", sb["desc"]), ("step", step_b))[::-1]:
+            frame.insert(0, col, value)
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True)
+    for col in ("step", "step_a"):
+        out[col] = pd.array(out[col], dtype="Int64")
+    return out
+
+
+def _series_sides(series, progress, analyze_kw) -> list[tuple]:
+    """[(step or None, side)] in the series' order."""
+    from .analysis.saved import is_analysis
+    from .analysis.tables import read_table
+
+    if isinstance(series, (str, Path)) and is_analysis(series) and \
+            Path(series).suffix.lower() in (".csv", ".json", ".parquet"):
+        series = read_table(series)
+    if isinstance(series, pd.DataFrame):
+        return [(step, dict(df=df, sv={}, desc=src, matrices=None))
+                for src, step, df in split_series(series)]
+    from .engines.many import step_of
+
+    items = sorted(series.items()) if isinstance(series, dict) else \
+        [(step_of(str(s)) if isinstance(s, (str, Path)) else None, s) for s in series]
+    for _, x in items:
+        _check_readable(x)
+    return [(step, _side(x, progress, analyze_kw)) for step, x in items]
+
+
+def split_series(df: pd.DataFrame) -> list[tuple]:
+    """[(source, step or None, its rows)] of a table of several sources, by step when every
+    source has one, else in the table's order."""
+    if "source" not in df:
+        from .errors import ArgumentError
+        raise ArgumentError("not a table of several sources (no 'source' column)")
+    groups = [(src, g) for src, g in df.groupby("source", sort=False)]
+    steps = [pd.to_numeric(g["step"], errors="coerce").iloc[0] if "step" in g else np.nan
+             for _, g in groups]
+    out = [(src, None if pd.isna(s) else int(s), g.reset_index(drop=True))
+           for (src, g), s in zip(groups, steps)]
+    if all(step is not None for _, step, _ in out):
+        out.sort(key=lambda t: t[1])
+    return out
 
 
 def _check_readable(x) -> None:

@@ -42,12 +42,17 @@ STATUSES = {
     "nan_inf": "the matrix has NaN or Inf entries: metrics skipped",
     "zero": "all entries are zero: metrics skipped",
     "degenerate": "one singular value (a 1 x n matrix): only norms computed",
+    "failed": "the source (or this part of it) could not be read: no metrics; the warning says why",
 }
 GOOD_STATUSES = ("ok", "partial")
 
 # Heavy-tailed self-regularisation reading of alpha (methods.md §1): 2 < alpha < 6 is typical of
 # well-trained layers; above: under-trained / random-like; below: possibly over-fit.
 ALPHA_BAND = (2.0, 6.0)
+
+# A table of several sources (`analyze_many`) puts these before COLUMNS: which source a row
+# comes from (its path as the nodes open it, or a built-in name) and its training step, if known.
+SERIES_COLUMNS = ["source", "step"]
 
 METRIC_COLUMNS = [c for cols in METRIC_GROUPS.values() for c in cols]
 COLUMNS = ID_COLUMNS + METRIC_COLUMNS

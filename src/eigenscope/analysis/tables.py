@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import EigenscopeError
-from .schema import COLUMNS
+from .schema import COLUMNS, SERIES_COLUMNS
 from .._io import atomic_write
 
 WRITERS = {
@@ -32,7 +32,8 @@ def write_table(df: pd.DataFrame, path) -> Path:
 
 
 def read_table(path) -> pd.DataFrame:
-    """Read a table written by `write_table` (CSV, JSON or Parquet) back into the schema."""
+    """Read a table written by `write_table` (CSV, JSON or Parquet) back into the schema (plus
+    SERIES_COLUMNS when the table has them)."""
     path = Path(path)
     if not path.is_file():
         raise EigenscopeError(f"{path}: no such file")
@@ -51,4 +52,5 @@ def read_table(path) -> pd.DataFrame:
     except Exception as e:
         raise EigenscopeError(f"{path}: cannot read the table ({type(e).__name__}: {e})") from None
     df["warning"] = df.get("warning", pd.Series(dtype=str)).fillna("")
-    return df.reindex(columns=COLUMNS)
+    # a many-source table keeps its source and step columns in front
+    return df.reindex(columns=[c for c in SERIES_COLUMNS if c in df] + COLUMNS)

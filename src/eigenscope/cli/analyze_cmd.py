@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -13,11 +13,13 @@ SHOWN = ["name", "role", "shape", "alpha", "stable_rank", "mp_spikes", "farms_al
 
 @app.command()
 def analyze(
-    source: str = typer.Argument(..., help="A Hugging Face folder (safetensors or weights-only .bin), "
-                                          "a .safetensors or .gguf file, a model written by "
-                                          "`eigenscope compress`, or a built-in name: smollm2-135m, "
-                                          "minilm-l6."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write all rows to .csv, .json or .parquet."),
+    sources: List[str] = typer.Argument(..., metavar="SOURCE...",
+                                        help="A Hugging Face folder (safetensors or weights-only .bin), "
+                                             "a .safetensors or .gguf file, a model written by "
+                                             "`eigenscope compress`, or a built-in name: smollm2-135m, "
+                                             "minilm-l6. Several: one table with a source (and step) column."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write all rows to .csv, .json or .parquet "
+                                                                 "(several sources: rewritten as rows arrive)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m",
                                           help="Comma-separated metric groups or columns "
                                                "(norms,powerlaw,mp,randomize,farms,weibull). Default: all."),
@@ -32,19 +34,36 @@ def analyze(
     save_spectra: Optional[Path] = typer.Option(None, "--save-spectra",
                                                 help="Also save every matrix's singular values (.safetensors)."),
     rows: int = typer.Option(20, "--rows", help="Rows of the terminal table (0: none, -1: all)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|ADDRESS",
+                                      help="Run on a Ray cluster: auto (the cluster this machine "
+                                           "joined with `ray start`) or its address host:port. "
+                                           "Paths must be reachable from every node."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out; analyse "
+                                                        "only the missing (source, matrix) pairs."),
 ):
-    """Analyse every weight matrix of SOURCE through its spectrum."""
+    """Analyse every weight matrix of SOURCE through its spectrum (several: one table).
+
+    Exit code 1 when some sources failed (their rows have status "failed"), 2 on bad input.
+    """
+    if out is not None:
+        _check_table_suffix(out)
+    options = dict(metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
+                   max_memory=max_memory)
+    if len(sources) > 1 or ray is not None or resume:
+        return _analyze_many(sources, out, ray, resume, save_spectra, options)
+    _analyze_one(sources[0], out, rows, save_spectra, options)
+
+
+def _analyze_one(source, out, rows, save_spectra, options) -> None:
+    """One source: the terminal table and summary, the rows to --out, spectra if asked."""
     import time
 
     from ..analysis.runner import analyze as run
     from ..analysis.summary import summary
     from ..analysis.tables import write_table
 
-    if out is not None:
-        _check_table_suffix(out)
     t0 = time.perf_counter()
-    df = run(source, metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
-             max_memory=max_memory, save_spectra=save_spectra, progress=True)
+    df = run(source, **options, save_spectra=save_spectra, progress=True)
     elapsed = time.perf_counter() - t0
     _print_table(df, rows)
     _print_summary(summary(df), elapsed)
@@ -53,6 +72,51 @@ def analyze(
         typer.echo(f"wrote {len(df)} rows to {out}")
     if save_spectra is not None:
         typer.echo(f"wrote singular values to {save_spectra}")
+
+
+def _analyze_many(sources, out, ray, resume, save_spectra, options) -> None:
+    """Several sources (or a cluster, or a resumed run): one table; exit 1 if some failed."""
+    import time
+
+    from ..engines import analyze_many
+    from ..errors import ArgumentError
+
+    if save_spectra is not None:
+        raise ArgumentError("--save-spectra takes one source; run analyze once per source")
+    t0 = time.perf_counter()
+    df = analyze_many(sources, engine="ray" if ray else "local", address=ray, out=out,
+                      resume=resume, progress=True, **options)
+    failed = _print_sources(df)
+    typer.echo(f"{df['source'].nunique()} sources, {len(df)} rows in "
+               f"{time.perf_counter() - t0:.1f} s" + (f"; wrote {out}" if out else ""))
+    if failed:
+        typer.echo(f"{len(failed)} source(s) failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(code=1)
+
+
+def _print_sources(df) -> list[str]:
+    """One line per source (step, matrices, failed rows, alpha median); the failed sources."""
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..analysis.summary import summary
+
+    if df.empty:
+        return []
+    table = Table(show_header=True, header_style="bold", box=None)
+    for c in ("source", "step", "matrices", "failed", "alpha median", "stable rank mean"):
+        table.add_column(c, justify="left" if c == "source" else "right")
+    per = summary(df, by="source")
+    failed = []
+    for source, g in df.groupby("source", sort=False):
+        s, bad = per.loc[source], int((g["status"] == "failed").sum())
+        failed += [source] if bad else []
+        step = g["step"].iloc[0]
+        table.add_row(source, "" if pd.isna(step) else str(step), str(s["matrices"]),
+                      str(bad), _fmt(s["alpha_median"]), _fmt(s["stable_rank_mean"]))
+    Console().print(table)
+    return failed
 
 
 def _check_table_suffix(out: Path) -> None:

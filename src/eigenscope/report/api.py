@@ -40,6 +40,9 @@ def build_report(df: pd.DataFrame, spectra=None, *, title: str = "eigenscope rep
 
     if "name" not in df:
         raise EigenscopeError("the analysis has no 'name' column (not an eigenscope table?)")
+    from .trajectory import is_series, trajectory_report
+    if is_series(df):           # a table of several sources (analyze_many): its own view
+        return trajectory_report(df, title=title, out=out, source=source)
     df = df.reset_index(drop=True)
     sv = _spectra(spectra)
     flag = flags(df)

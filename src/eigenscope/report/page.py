@@ -27,10 +27,14 @@ def _script_json(data) -> str:
     return json.dumps(_finite(data), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
-def render_page(data: dict) -> str:
-    """The whole page: template + inline CSS + inline JS + data. Nothing is fetched."""
+def render_page(data: dict, *, scripts: tuple[str, ...] = ()) -> str:
+    """The whole page: template + inline CSS + inline JS + data. Nothing is fetched.
+
+    scripts -- further assets run after report.js (a page's own view, e.g. trajectory.js).
+    """
     data = {**data, "facts": facts()}
-    values = {"CSS": asset("report.css"), "JS": asset("report.js"),
+    js = "\n".join(asset(name) for name in ("report.js", *scripts))
+    values = {"CSS": asset("report.css"), "JS": js,
               "TITLE": html.escape(data.get("title", "eigenscope report")), "DATA": _script_json(data)}
     # one pass over the template only: text inserted for one placeholder is never re-scanned
     page = re.sub(r"\{\{(CSS|JS|TITLE|DATA)\}\}", lambda m: values[m.group(1)], asset("template.html"))

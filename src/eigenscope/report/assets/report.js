@@ -187,7 +187,7 @@
 
   function render() {
     const tests = parseFilter($("filter").value), flaggedOnly = $("flagged").checked;
-    let shown = rows.filter((r) => (!flaggedOnly || r.flag) && tests.every((t) => t(r)));
+    let shown = rows.filter((r) => rowFilter(r) && (!flaggedOnly || r.flag) && tests.every((t) => t(r)));
     if (sortCol) {
       const c = sortCol;
       shown = shown.slice().sort((a, b) => {
@@ -232,6 +232,10 @@
   });
   $("filter").addEventListener("input", render);
   $("flagged").addEventListener("change", render);
+
+  // ---------- extension point: a page's own script (e.g. trajectory.js) may restrict the rows ----------
+  let rowFilter = () => true;
+  window.eigenscopeTable = {fmt, esc, setRowFilter(f) { rowFilter = f; render(); }};
 
   summary();
   header();
