@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import eigenscope
-from eigenscope.analysis.batches import BATCH_MAX, plan_batches, working_bytes
+from eigenscope.analysis.batches import BATCH_BYTES, BATCH_MAX, plan_batches, working_bytes
 from eigenscope.errors import EigenscopeError
 from eigenscope.nn.lowrank import LowRankLinear
 from eigenscope.sources.matrices import plan_matrices
@@ -164,6 +164,7 @@ def test_batches_are_same_shape_and_within_the_cap(folder, limit):
         assert len({(m.rows, m.cols) for m in metas}) == 1 and len(metas) <= BATCH_MAX
         assert cost == sum(working_bytes(m, groups) for m in metas)
         assert len(metas) == 1 or cost <= limit // 3
+        assert len(metas) == 1 or 4 * sum(m.numel for m in metas) <= BATCH_BYTES
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "mixtral", "qwen3"])

@@ -10,15 +10,16 @@ byte budget:
                            M = min(m, n)) + [randomize: 8 m n + 24 M^2 (the shuffled copy,
                            its permutation and its own eigenproblem)]
 Batches are at most max_memory / (workers + 1) working bytes, so that every worker can hold one
-while the next is read; matrices of more than BATCH_BYTES are never batched (batching only
-saves per-call overhead, which large eigenproblems do not feel).
+while the next is read, and hold at most BATCH_BYTES of matrices (a larger matrix goes alone):
+batching only saves per-call overhead, which large eigenproblems do not feel.
 """
 from __future__ import annotations
 
 from ..sources.matrices import MatrixMeta
 
 BATCH_MAX = 16               # matrices of one shape per eigvalsh call
-BATCH_BYTES = 64 * 2**20     # matrices larger than this go alone: batching saves only call overhead
+BATCH_BYTES = 64 * 2**20     # float32 bytes of a batch's matrices at most: batching saves only
+                             # per-call overhead, which large eigenproblems do not feel
 
 
 def working_bytes(meta: MatrixMeta, groups) -> int:
@@ -39,19 +40,18 @@ def plan_batches(plan: list[MatrixMeta], groups, *, limit: int, workers: int
     """
     cap = max(limit // (workers + 1), 1)
     open_: dict[tuple[int, int], list] = {}
-    done: list[tuple[int, list[MatrixMeta], int]] = []
+    done: list[list] = []
     for i, meta in enumerate(plan):
         key, cost = (meta.rows, meta.cols), working_bytes(meta, groups)
-        if 4 * meta.numel > BATCH_BYTES:
-            done.append((i, [meta], cost))
-            continue
         cur = open_.get(key)
-        if cur is not None and (len(cur[1]) >= BATCH_MAX or cur[2] + cost > cap):
+        if cur is not None and (len(cur[1]) >= BATCH_MAX or cur[2] + cost > cap
+                                or 4 * (cur[3] + meta.numel) > BATCH_BYTES):
             done.append(open_.pop(key))
             cur = None
         if cur is None:
-            cur = open_[key] = [i, [], 0]
+            cur = open_[key] = [i, [], 0, 0]     # first index, rows, working bytes, entries
         cur[1].append(meta)
         cur[2] += cost
+        cur[3] += meta.numel
     done.extend(open_.values())
-    return [(metas, cost) for _, metas, cost in sorted(done, key=lambda b: b[0])]
+    return [(metas, cost) for _, metas, cost, _ in sorted(done, key=lambda b: b[0])]
