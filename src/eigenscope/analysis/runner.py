@@ -74,14 +74,19 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     if budget.oversized:
         warnings.warn(f"{budget.oversized} matrices alone need more than max_memory="
                       f"{human(budget.limit)}; they were analysed one at a time")
-    order = {meta.name: i for i, meta in enumerate(plan)}
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(df.at[i, "name"], len(order)))]
-    df = df.reset_index(drop=True)
+    df = _in_plan_order(rows, plan)
     if save_spectra is not None:
         from .spectra_io import save_spectra as _save
         _save(save_spectra, df, spectra, source=_describe(source))
     return (df, spectra) if return_spectra else df
+
+
+def _in_plan_order(rows: list[dict], plan) -> pd.DataFrame:
+    """The rows as a table in the schema, in the order of the plan (files and modules alike)."""
+    order = {meta.name: i for i, meta in enumerate(plan)}
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(df.at[i, "name"], len(order)))]
+    return df.reset_index(drop=True)
 
 
 def _run(src, batches, job, workers: int, budget: Budget, bar) -> list[dict]:
