@@ -71,9 +71,6 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
             rows = _run(src, batches, job, workers, budget, bar)
     finally:
         src.close()
-    if budget.oversized:
-        warnings.warn(f"{budget.oversized} matrices alone need more than max_memory="
-                      f"{human(budget.limit)}; they were analysed one at a time")
     df = _in_plan_order(rows, plan)
     if save_spectra is not None:
         from .spectra_io import save_spectra as _save
@@ -110,6 +107,9 @@ def _run(src, batches, job, workers: int, budget: Budget, bar) -> list[dict]:
             futures.append(fut)
         for fut in futures:
             fut.result()          # re-raises a worker's exception here
+    if budget.oversized:
+        warnings.warn(f"{budget.oversized} matrices alone need more than max_memory="
+                      f"{human(budget.limit)}; they were analysed one at a time")
     return rows
 
 
