@@ -25,6 +25,7 @@ from .allocate import Curve, allocate
 from .calibrate import collect_stats, find_blocks, target_linears
 from .data import calibration_batches
 from .fisher import collect_fisher
+from .latency import add_predicted_time, objective_cost
 from .registry import LayerStats, handler_for
 from .sequential import sequential_compress, set_module
 
@@ -32,7 +33,8 @@ from .sequential import sequential_compress, set_module
 def compress(model, *, ratio: float | None = None, method="whiten", allocation="global",
              calibration=None, layers: str | None = None, tokenizer=None, seq_len: int = 256,
              n_seqs: int = 32, batch_size: int = 8, heldout: float = 0.25, multiple: int = 8,
-             grad_batches: int = 4, stats: dict | None = None, progress: bool = False):
+             grad_batches: int = 4, stats: dict | None = None, progress: bool = False,
+             objective: str = "params", latency_tokens: int = 1):
     """Replace targeted nn.Linear layers by LowRankLinear; return (model, plan).
 
     model       -- nn.Module (changed in place) or a source: built-in name, HF folder, .gguf file
@@ -46,6 +48,10 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     grad_batches-- calibration batches used for gradient statistics (fwsvd, output_fisher)
     stats       -- statistics from a previous call's plan.attrs["stats"] (reused, not recomputed;
                    only valid for the same, uncompressed model and calibration)
+    objective   -- "params": ratio is the fraction of parameters removed; "latency": the fraction of
+                   the targets' predicted time removed (compression.latency: measured, cached),
+                   a matrix whose factorised form is slower stays dense, and the plan gains
+                   predicted_us; latency_tokens: rows per call it predicts for (1: decode)
 
     The plan (DataFrame): layer, shape, rank (None: dense), params_before, params_after,
     predicted_loss; plan.attrs holds the totals (kept parameters and bytes) and the settings.
@@ -67,13 +73,17 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     stats = _statistics(model, batches, targets, needs, stats, progress, grad_batches)
     curves = [_curve(cfg, handler, n, m, stats[n] if n in stats else LayerStats(), needs)
               for n, m in targets.items()]
-    ranks = allocate(curves, allocation, ratio, multiple)
+    cost, table = objective_cost(objective, targets, multiple=multiple, tokens=latency_tokens,
+                                 progress=progress)
+    ranks = allocate(curves, allocation, ratio, multiple, cost=cost)
     losses = {c.name: c.loss() for c in curves}
     _replace_linears(model, cfg, handler, batches, targets, stats, ranks,
                      n_held=_heldout_batches(len(batches), heldout), progress=progress)
     plan = _plan(targets, ranks, losses)
+    if table is not None:
+        add_predicted_time(plan, table)
     plan.attrs.update(_totals(model, plan), method=repr(cfg), allocation=str(allocation),
-                      ratio=ratio, seconds=time.perf_counter() - t0, stats=stats)
+                      ratio=ratio, objective=objective, seconds=time.perf_counter() - t0, stats=stats)
     return model, plan
 
 
