@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import EigenscopeError
 from ..nn.lowrank import LowRankLinear
+from .quantize import quant_metadata, restore_quant
 from .sequential import set_module
 
 FORMAT = "eigenscope-lowrank-1"
@@ -37,6 +38,7 @@ def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
     tensors, tied = _dedup(model.state_dict())
     meta = {"eigenscope_format": FORMAT, "tied": json.dumps(tied),
             "ranks": json.dumps({n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)})}
+    meta.update(quant_metadata(model))  # quantized modules: their specs (compression.quantize)
     if plan is not None:
         meta["plan"] = plan.to_json(orient="records")
     config = getattr(model, "config", None)
@@ -87,6 +89,7 @@ def load(path, *, model: nn.Module | None = None) -> nn.Module:
             raise EigenscopeError(f"{f}: {name} is a {type(old).__name__}, not a Linear")
         set_module(model, name, LowRankLinear(old.in_features, old.out_features, rank,
                                               bias=_has_bias(old), dtype=_dtype(old)))
+    restore_quant(model, meta, str(f))
     sd = load_file(str(f))
     tied = json.loads(meta.get("tied", "{}"))
     missing, unexpected = model.load_state_dict(sd, strict=False)
