@@ -107,9 +107,7 @@ def quantize_linear(lin: nn.Linear, cfg: QuantConfig, st=None, name: str = "", *
     (quantize_ passes False for the factors of a LowRankLinear: they have no statistics)."""
     W = lin.weight.detach()
     m, n = W.shape
-    g = n if cfg.group is None or cfg.group >= n else cfg.group  # a group never spans two rows
-    if n % g:
-        raise EigenscopeError(f"{name}: {n} inputs are not a multiple of the group size {g}")
+    g = fit_group(n, cfg.group)
     q, scale, zero = codes(W, cfg.bits, g, cfg.backend)
     corr = None
     if cfg.rank and correct:
@@ -122,6 +120,16 @@ def quantize_linear(lin: nn.Linear, cfg: QuantConfig, st=None, name: str = "", *
         corr = (B.to(W.dtype), A.to(W.dtype))
     return QuantLinear.from_codes(q, scale, zero, bits=cfg.bits, bias=lin.bias, correction=corr,
                                   dtype=W.dtype)
+
+
+def fit_group(n: int, group: int | None) -> int:
+    """The group size used for n inputs: `group` if it divides n, else the largest divisor of n
+    below it (factor ranks such as 200 take 50 for 64), else the whole row (no small groups
+    whose scales would cost more than they save)."""
+    if group is None or group >= n:
+        return n
+    d = max(k for k in range(1, group + 1) if n % k == 0)
+    return d if 2 * d >= group else n
 
 
 def quant_metadata(model: nn.Module) -> dict:

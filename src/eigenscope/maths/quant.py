@@ -21,13 +21,16 @@ from .lowrank import truncate_whiten
 
 
 def pack4(q: torch.Tensor) -> torch.Tensor:
-    """(m, n) codes in [0, 15] -> (m, n / 2) uint8, element 2j in the low nibble."""
+    """(m, n) codes in [0, 15] -> (m, ceil(n / 2)) uint8, element 2j in the low nibble (an odd
+    n gets a zero pad nibble)."""
     q = q.to(torch.uint8)
+    if q.shape[1] % 2:
+        q = torch.cat([q, q.new_zeros(q.shape[0], 1)], 1)
     return q[:, 0::2] | (q[:, 1::2] << 4)
 
 
 def unpack4(p: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of pack4: (m, n / 2) uint8 -> (m, n) uint8 codes."""
+    """Inverse of pack4: (m, ceil(n / 2)) uint8 -> (m, n) uint8 codes."""
     out = torch.stack([p & 15, p >> 4], dim=-1)  # (m, n/2, 2)
     return out.reshape(p.shape[0], -1)[:, :n]
 

@@ -26,11 +26,11 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, *, bits: int, group: int, rank: int = 0,
                  bias: bool = True, dtype=torch.float32, device=None):
         super().__init__()
-        if bits not in (4, 8) or in_features % group or (bits == 4 and group % 2):
+        if bits not in (4, 8) or in_features % group:
             raise ValueError(f"QuantLinear: bits {bits} / group {group} do not fit {in_features} inputs")
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group, self.rank, self.compute_dtype = bits, group, rank, dtype
-        cols = in_features // 2 if bits == 4 else in_features
+        cols = (in_features + 1) // 2 if bits == 4 else in_features
         self.register_buffer("qweight", torch.zeros(out_features, cols, dtype=torch.uint8, device=device))
         for name in ("scale", "zero"):
             self.register_buffer(name, torch.zeros(out_features, in_features // group,
