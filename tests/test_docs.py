@@ -8,6 +8,8 @@ MODULES = [
     "eigenscope", "eigenscope.analysis.runner", "eigenscope.analysis.summary", "eigenscope.linalg",
     "eigenscope.monitor", "eigenscope.nn.lowrank", "eigenscope.optim", "eigenscope.sources",
     "eigenscope.tune.singular", "eigenscope.compression.api", "eigenscope.plot", "eigenscope.report.api",
+    "eigenscope.nn.fuse", "eigenscope.nn.quant", "eigenscope.maths.quant", "eigenscope.compression.quantize",
+    "eigenscope.compression.latency",
 ]
 
 

@@ -24,6 +24,8 @@ _EXPORTS = {
     "evaluate": "eigenscope.evaluation",
     "compare": "eigenscope.report.compare",
     "LowRankLinear": "eigenscope.nn.lowrank",
+    "quantize_": "eigenscope.compression.quantize",
+    "fuse_lowrank_": "eigenscope.nn.fuse",
     "EigenscopeError": "eigenscope.errors",
 }
 _SUBMODULES = {"linalg", "optim", "tune", "monitor", "plot", "report", "maths", "sources", "nn"}

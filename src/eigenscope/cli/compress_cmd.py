@@ -23,6 +23,11 @@ def compress(
     seqs: int = typer.Option(32, "--calib-seqs", help="Calibration sequences."),
     seq_len: int = typer.Option(256, "--seq-len", help="Tokens per calibration sequence."),
     multiple: int = typer.Option(8, "--multiple", help="Round ranks down to a multiple of this."),
+    objective: str = typer.Option("params", "--objective", help="params: --ratio removes parameters; "
+                                  "latency: it removes predicted time (measured on this device, cached); "
+                                  "slower factorisations stay dense."),
+    quantize: str = typer.Option("none", "--quantize", help="none, int8 or int4: then quantize the factors "
+                                 "and the dense Linears left (HQQ; int4 in groups of 64)."),
 ):
     """Compress SOURCE with low-rank factors and save it; `eigenscope.load(OUT)` reads it back."""
     import time
@@ -36,13 +41,21 @@ def compress(
     t0 = time.perf_counter()
     model, plan = run(model, ratio=ratio, method=_method(method), allocation=allocation, calibration=text,
                       tokenizer=tok, layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple,
-                      progress=True)
+                      progress=True, objective=objective)
+    if quantize != "none":
+        from ..compression.quantize import quantize_
+        bits = {"int8": 8, "int4": 4}.get(quantize)
+        if bits is None:
+            from ..errors import EigenscopeError
+            raise EigenscopeError(f"--quantize {quantize!r}: choose none, int8 or int4")
+        quantize_(model, bits=bits, group=None if bits == 8 else 64, layers=layers, progress=True)
     path = save(model, out, plan=plan, tokenizer=tok)
     a = plan.attrs
     low = plan["rank"].notna().sum()
     typer.echo(f"{low}/{len(plan)} matrices factorised; targeted parameters {a['target_params_before']:,} -> "
                f"{a['target_params_after']:,} ({100 * a['removed_fraction']:.1f} % removed)")
-    typer.echo(f"model: {a['model_params']:,} parameters kept, {a['model_bytes'] / 2**20:.1f} MiB; "
+    from ..nn.quant import model_nbytes
+    typer.echo(f"model: {a['model_params']:,} parameters kept, {model_nbytes(model) / 2**20:.1f} MiB; "
                f"{time.perf_counter() - t0:.0f}s; wrote {path}")
 
 

@@ -9,9 +9,11 @@ saves parameters), each the best of `repeats` rounds over enough copies of the w
 the caches, as in a model whose weights stream from memory. Pure measurement and prediction:
 no model surgery here.
 
-    >>> t = latency_table([(64, 48)], tokens=1, multiple=16, repeats=1, cache=False)
-    >>> [r for r, _ in t.options(64, 48)][:1]   # ranks that beat the dense time, cheapest first
-    [16]
+    >>> t = LatencyTable("example", {(64, 64): ShapeLatency(10e-6, [8, 16, 24, 32], [3e-6, 6e-6, 5e-6, 11e-6])})
+    >>> t.options(64, 64)     # rank 16 is no faster than 24 (snaps up to it); 32 is slower than dense
+    [(8, 3e-06), (24, 5e-06)]
+    >>> t.break_even(64, 64), predict(t, 64, 64, None)
+    (24, 1e-05)
 """
 from __future__ import annotations
 
