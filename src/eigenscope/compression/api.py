@@ -48,10 +48,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     grad_batches-- calibration batches used for gradient statistics (fwsvd, output_fisher)
     stats       -- statistics from a previous call's plan.attrs["stats"] (reused, not recomputed;
                    only valid for the same, uncompressed model and calibration)
-    objective   -- "params": ratio is the fraction of parameters removed; "latency": the fraction of
-                   the targets' predicted time removed (compression.latency: measured, cached),
-                   a matrix whose factorised form is slower stays dense, and the plan gains
-                   predicted_us; latency_tokens: rows per call it predicts for (1: decode)
+    objective   -- "params", or "latency": ratio removes predicted time at latency_tokens rows per
+                   call (compression.latency); slower factorisations stay dense; plan.predicted_us
 
     The plan (DataFrame): layer, shape, rank (None: dense), params_before, params_after,
     predicted_loss; plan.attrs holds the totals (kept parameters and bytes) and the settings.
@@ -73,15 +71,11 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     stats = _statistics(model, batches, targets, needs, stats, progress, grad_batches)
     curves = [_curve(cfg, handler, n, m, stats[n] if n in stats else LayerStats(), needs)
               for n, m in targets.items()]
-    cost, table = objective_cost(objective, targets, multiple=multiple, tokens=latency_tokens,
-                                 progress=progress)
+    cost, table = objective_cost(objective, targets, multiple=multiple, tokens=latency_tokens)
     ranks = allocate(curves, allocation, ratio, multiple, cost=cost)
-    losses = {c.name: c.loss() for c in curves}
     _replace_linears(model, cfg, handler, batches, targets, stats, ranks,
                      n_held=_heldout_batches(len(batches), heldout), progress=progress)
-    plan = _plan(targets, ranks, losses)
-    if table is not None:
-        add_predicted_time(plan, table)
+    plan = _plan(targets, ranks, {c.name: c.loss() for c in curves}, table)
     plan.attrs.update(_totals(model, plan), method=repr(cfg), allocation=str(allocation),
                       ratio=ratio, objective=objective, seconds=time.perf_counter() - t0, stats=stats)
     return model, plan
@@ -150,7 +144,7 @@ def _factorise(cfg, handler, name, lin: nn.Linear, st, rank):
     return LowRankLinear.from_factors(B.to(W), A.to(W), bias)
 
 
-def _plan(targets, ranks, losses) -> pd.DataFrame:
+def _plan(targets, ranks, losses, table=None) -> pd.DataFrame:
     rows = []
     for name, lin in targets.items():
         m, n = lin.weight.shape
@@ -160,6 +154,8 @@ def _plan(targets, ranks, losses) -> pd.DataFrame:
                          predicted_loss=0.0 if r is None else float(losses[name][r])))
     plan = pd.DataFrame(rows)
     plan["rank"] = plan["rank"].astype("Int64")  # <NA>: the matrix stays dense
+    if table is not None:  # objective="latency": the predicted time of each layer
+        add_predicted_time(plan, table)
     return plan
 
 
