@@ -67,6 +67,8 @@ def main(argv=None):
     ap.add_argument("--bytes", action="store_true", help="perplexity vs model bytes (see above)")
     ap.add_argument("--load", default="", help="--bytes: ratio=DIR,... saved default compressions")
     ap.add_argument("--plot", default="docs/ppl_vs_bytes.png")
+    ap.add_argument("--stats-cache", default="", help="--bytes: safetensors file keeping the statistics")
+    ap.add_argument("--all", action="store_true", help="--bytes: also the extra points (slower)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
