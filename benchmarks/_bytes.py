@@ -24,14 +24,14 @@ from eigenscope.nn.quant import model_nbytes
 # method -> [(setting, recipe)]; a recipe says what to apply to which starting model
 # torchao's affine (min-max) codes for the combinations: HQQ's fitted zeros cost ~1-3 s per
 # matrix on this CPU (x 210 matrices per point), torchao's 0.04 s; HQQ's points come last
-METHODS = {
-    "int8/int4 torchao": [("int8", dict(q=(8, None, "torchao"))), ("int4 g64", dict(q=(4, 64, "torchao")))],
+METHODS = {  # in the order that answers "at int4's size, does eigenscope win?" first
+    "int8/int4 torchao": [("int4 g64", dict(q=(4, 64, "torchao"))), ("int8", dict(q=(8, None, "torchao")))],
+    "low rank + int4 factors": [("ratio 0.2", dict(lr=0.2, q=(4, 64, "torchao")))],
     "int4 + QERA correction": [("g128 r16", dict(q=(4, 128, "torchao"), rank=16)),
                                ("g64 r32", dict(q=(4, 64, "torchao"), rank=32))],
+    "low rank + int8 factors": [("ratio 0.4", dict(lr=0.4, q=(8, None, "torchao"))),
+                                ("ratio 0.2", dict(lr=0.2, q=(8, None, "torchao")))],
     "low rank (eigenscope)": [("ratio 0.2", dict(lr=0.2)), ("ratio 0.4", dict(lr=0.4))],
-    "low rank + int8 factors": [("ratio 0.2", dict(lr=0.2, q=(8, None, "torchao"))),
-                                ("ratio 0.4", dict(lr=0.4, q=(8, None, "torchao")))],
-    "low rank + int4 factors": [("ratio 0.2", dict(lr=0.2, q=(4, 64, "torchao")))],
     "int8/int4 HQQ": [("int4 g64", dict(q=(4, 64, "hqq"))), ("int8", dict(q=(8, None, "hqq")))],
 }
 EXTRA = {"int8/int4 torchao": [("int4 g128", dict(q=(4, 128, "torchao")))],     # --all: more points
@@ -62,10 +62,10 @@ def bytes_comparison(args):
                           stats=stats)
             rows.append(_row(method, setting, model, base, ev))
             print(_fmt(pd.DataFrame(rows[-1:])), flush=True)
+            _plot(pd.DataFrame(rows), args.plot)  # after each point: a long run can be cut short
     table = pd.DataFrame(rows)
     print("\n" + _fmt(table))
     print(_verdict(table))
-    _plot(table, args.plot)
 
 
 def _stats(base, calib, args) -> dict:
@@ -153,7 +153,6 @@ def _plot(table, path):
     ax.legend(fontsize=7)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
 
 
 def _fmt(df) -> str:
