@@ -13,6 +13,14 @@ Target: "best" (sequential + output-Fisher global allocation) has >= 15 % less p
 increase (ppl - base ppl) than uniform whiten (the SVD-LLM configuration) at every ratio.
 
     python benchmarks/compress_quality.py [--calib-seqs 96] [--ratios 0.1,0.2,0.4]
+
+--bytes: perplexity and KL against model BYTES (parameters and buffers: what a save holds and
+memory carries) for weight-only quantization of the dense model (HQQ and torchao, int8 and int4),
+eigenscope's low rank alone (the defaults), low rank with int8 (or int4) factors, and int4 with
+the low-rank correction of its quantization error (QERA's whitened closed form); embeddings and
+norms stay float32 in every variant. One line per method in docs/ppl_vs_bytes.png.
+
+    python benchmarks/compress_quality.py --bytes [--calib-seqs 32] [--load 0.2=DIR,0.4=DIR]
 """
 from __future__ import annotations
 
@@ -60,9 +68,17 @@ def main(argv=None):
     ap.add_argument("--multiple", type=int, default=1,
                     help="rank rounding; 1 keeps every variant at the same parameter count")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--bytes", action="store_true", help="perplexity vs model bytes (see above)")
+    ap.add_argument("--load", default="", help="--bytes: ratio=DIR,... saved default compressions")
+    ap.add_argument("--plot", default="docs/ppl_vs_bytes.png")
+    ap.add_argument("--stats-cache", default="", help="--bytes: safetensors file keeping the statistics")
+    ap.add_argument("--all", action="store_true", help="--bytes: also the extra points (slower)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bytes:
+        from _bytes import bytes_comparison
+        return bytes_comparison(args)
     base, tok = load_model("smollm2-135m")
     text = default_text()
     flat = token_ids(text, tok)

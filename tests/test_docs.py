@@ -9,6 +9,8 @@ MODULES = [
     "eigenscope.monitor", "eigenscope.nn.lowrank", "eigenscope.optim", "eigenscope.sources",
     "eigenscope.tune.singular", "eigenscope.compression.api", "eigenscope.plot", "eigenscope.report.api",
     "eigenscope.engines.many", "eigenscope.engines.resources",
+    "eigenscope.nn.fuse", "eigenscope.nn.quant", "eigenscope.maths.quant", "eigenscope.compression.quantize",
+    "eigenscope.compression.latency",
 ]
 
 

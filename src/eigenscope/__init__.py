@@ -27,6 +27,8 @@ _VERBS = {
     "load": "eigenscope.compression.io",
     "evaluate": "eigenscope.evaluation",
     "compare": "eigenscope.comparison",
+    "quantize_": "eigenscope.compression.quantize",
+    "fuse_lowrank_": "eigenscope.nn.fuse",
 }
 _CONFIGS = {name: "eigenscope.compression.methods"
             for name in ("SVDConfig", "ASVDConfig", "FWSVDConfig", "WhitenConfig")}

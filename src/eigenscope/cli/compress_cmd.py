@@ -36,14 +36,23 @@ def compress(
     offload_dir: Optional[Path] = typer.Option(None, "--offload-dir",
                                                help="Where calibration activations go beyond --max-memory "
                                                     "(default: the system's temporary folder)."),
+    objective: str = typer.Option("params", "--objective", help="params: --ratio removes parameters; "
+                                  "latency: it removes predicted time (measured on this device, cached); "
+                                  "slower factorisations stay dense."),
+    quantize: str = typer.Option("none", "--quantize", help="none, int8 or int4: then quantize the factors "
+                                 "and the dense Linears left (int4 in groups of 64). Holds the compressed "
+                                 "model in memory."),
 ):
     """Compress SOURCE with low-rank factors and save it; `eigenscope.load(OUT)` reads it back."""
     from ..compression.api import compress as run
 
-    path, plan = run(source, ratio=ratio, method=method, allocation=allocation,
-                     calibration=_read_text(calib), layers=layers, n_seqs=seqs, seq_len=seq_len,
-                     multiple=multiple, out=out, max_memory=max_memory, offload_dir=offload_dir,
-                     progress=True)
+    bits = _quant_bits(quantize)
+    calibration = _read_text(calib)
+    result, plan = run(source, ratio=ratio, method=method, allocation=allocation,
+                       calibration=calibration, layers=layers, n_seqs=seqs, seq_len=seq_len,
+                       multiple=multiple, out=None if bits else out, max_memory=max_memory,
+                       offload_dir=offload_dir, objective=objective, progress=True)
+    path = result if not bits else _quantize_and_save(result, plan, bits, layers, out)
     a = plan.attrs
     low = plan["rank"].notna().sum()
     typer.echo(f"{low}/{len(plan)} matrices factorised; targeted parameters {a['target_params_before']:,} -> "
@@ -77,6 +86,24 @@ def evaluate(
         if isinstance(v, float) and math.isnan(v):
             continue
         typer.echo(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v:,}")
+
+
+def _quant_bits(quantize: str) -> int:
+    from ..errors import ArgumentError
+    bits = {"none": 0, "int8": 8, "int4": 4}.get(quantize)
+    if bits is None:
+        raise ArgumentError(f"--quantize {quantize!r}: choose none, int8 or int4")
+    return bits
+
+
+def _quantize_and_save(model, plan, bits: int, layers, out: Path) -> Path:
+    from ..compression.io import save
+    from ..compression.quantize import quantize_
+    from ..nn.quant import model_nbytes
+
+    quantize_(model, bits=bits, group=None if bits == 8 else 64, layers=layers, progress=True)
+    plan.attrs["model_bytes"] = model_nbytes(model)
+    return save(model, out, plan=plan)
 
 
 def _read_text(path: Optional[Path]):

@@ -1,8 +1,11 @@
 """Rank allocation: which rank each targeted matrix keeps (None = stays dense).
 
 Every allocator reads per-matrix loss curves e(r) = sum_{i>=r} s_i^2 (s: the method's spectrum)
-and costs c(r) = r (m + n); a dense matrix costs m n (+ nothing saved) and loses nothing.
-A rank with r >= m n / (m + n) saves nothing and is never used: that matrix stays dense.
+and costs: by default parameters, c(r) = r (m + n); a dense matrix costs m n (+ nothing saved)
+and loses nothing. A rank with r >= m n / (m + n) saves nothing and is never used: that matrix
+stays dense. With a `Cost` such as `latency_cost(table)` the budget is time instead: the options
+of a matrix are the ranks its cost offers (those faster than dense), and `ratio` is the fraction
+of the targeted matrices' dense time removed.
 """
 from __future__ import annotations
 
@@ -41,8 +44,15 @@ def _round(r: float, multiple: int) -> int:
     return int(r // multiple) * multiple
 
 
-def uniform(curves, ratio, multiple):
-    """Every matrix keeps the same fraction (1 - ratio) of its parameters."""
+def uniform(curves, ratio, multiple, cost=None):
+    """Every matrix keeps the same fraction (1 - ratio) of its parameters (or of its cost)."""
+    if cost is not None:  # the largest offered rank within (1 - ratio) of the dense cost
+        out = {}
+        for c in curves:
+            opts = cost(c, multiple)
+            fits = [r for r, k in opts[:-1] if k <= (1 - ratio) * opts[-1][1]]
+            out[c.name] = fits[-1] if fits else None
+        return out
     out = {}
     for c in curves:
         r = _round((1 - ratio) * c.m * c.n / (c.m + c.n), multiple)
@@ -72,28 +82,41 @@ def gd_rank(curves, multiple):
     return out
 
 
-def _options(c: Curve, multiple: int):
+def param_cost(c: Curve, multiple: int) -> list[tuple[int | None, float]]:
+    """(rank or None, parameters) for every rank on the grid, then dense."""
+    return [(r, float(r * (c.m + c.n))) for r in _grid(c, multiple)] + [(None, float(c.m * c.n))]
+
+
+def latency_cost(table):
+    """A cost in predicted seconds per call from a `latency.LatencyTable`: the ranks offered are
+    the table's efficient ranks faster than dense (a slower factorisation is never an option)."""
+    def cost(c: Curve, multiple: int):
+        opts = [(r, t) for r, t in table.options(c.m, c.n) if r % multiple == 0 and r <= min(c.m, c.n)]
+        return opts + [(None, table.dense(c.m, c.n))]
+    return cost
+
+
+def _options(c: Curve, multiple: int, cost=None):
     """(rank or None, cost, loss) for every allowed choice, cost ascending; dense last."""
     e = c.loss()
-    opts = [(r, r * (c.m + c.n), float(e[r])) for r in _grid(c, multiple)]
-    return opts + [(None, c.m * c.n, 0.0)]
+    return [(r, k, 0.0 if r is None else float(e[r])) for r, k in (cost or param_cost)(c, multiple)]
 
 
-def global_greedy(curves, ratio, multiple):
-    """Minimise sum of losses under the budget: greedy on marginal loss decrease per parameter."""
-    budget = (1 - ratio) * sum(c.m * c.n for c in curves)
-    opts = [_options(c, multiple) for c in curves]
+def global_greedy(curves, ratio, multiple, cost=None):
+    """Minimise sum of losses under the budget: greedy on marginal loss decrease per unit of cost."""
+    opts = [_options(c, multiple, cost) for c in curves]
+    budget = (1 - ratio) * sum(o[-1][1] for o in opts)
     pick = [0] * len(curves)
     spent = sum(o[0][1] for o in opts)
     if spent > budget:
-        raise EigenscopeError(f"ratio {ratio}: even rank {multiple} everywhere keeps {spent} > "
-                              f"{int(budget)} parameters; lower --multiple or the ratio")
+        raise EigenscopeError(f"ratio {ratio}: even the cheapest rank everywhere costs {spent:.4g} > "
+                              f"{budget:.4g} (the budget); lower --multiple or the ratio")
     heap = []
 
     def push(i):
         if pick[i] + 1 < len(opts[i]):
             (_, c0, e0), (_, c1, e1) = opts[i][pick[i]], opts[i][pick[i] + 1]
-            heapq.heappush(heap, (-(e0 - e1) / max(c1 - c0, 1), i, c1 - c0))
+            heapq.heappush(heap, (-(e0 - e1) / max(c1 - c0, 1e-30), i, c1 - c0))
 
     for i in range(len(curves)):
         push(i)
@@ -106,15 +129,14 @@ def global_greedy(curves, ratio, multiple):
     return {c.name: opts[i][pick[i]][0] for i, c in enumerate(curves)}
 
 
-def global_knapsack(curves, ratio, multiple, units: int = 2000):
+def global_knapsack(curves, ratio, multiple, cost=None, units: int = 2000):
     """Exact multiple-choice knapsack by dynamic programming over `units` cost buckets.
 
     Costs are rounded up to whole buckets, so the budget always holds (ROCKET's formulation).
     """
-    total = sum(c.m * c.n for c in curves)
-    budget = (1 - ratio) * total
+    opts = [_options(c, multiple, cost) for c in curves]
+    budget = (1 - ratio) * sum(o[-1][1] for o in opts)
     unit = budget / units
-    opts = [_options(c, multiple) for c in curves]
     dp = np.zeros(units + 1)                      # dp[b]: least loss with cost <= b units
     choice = np.zeros((len(curves), units + 1), dtype=np.int32)
     for i, o in enumerate(opts):
@@ -142,9 +164,10 @@ def global_knapsack(curves, ratio, multiple, units: int = 2000):
 ALLOCATORS = {"uniform": uniform, "global": global_greedy, "knapsack": global_knapsack}
 
 
-def allocate(curves: list[Curve], allocation, ratio: float | None, multiple: int) -> dict:
+def allocate(curves: list[Curve], allocation, ratio: float | None, multiple: int, cost=None) -> dict:
     """`allocation`: a name above, "gd_rank", "energy:0.9", an int (rank count for every matrix),
-    a float in (0, 1) (energy fraction), or a dict {layer: int | float}."""
+    a float in (0, 1) (energy fraction), or a dict {layer: int | float}. `cost`: None
+    (parameters) or e.g. `latency_cost(table)`; it applies to "global", "knapsack", "uniform"."""
     if isinstance(allocation, dict):
         return {c.name: _fixed(c, allocation.get(c.name), multiple) for c in curves}
     if isinstance(allocation, (int, float)) and not isinstance(allocation, bool):
@@ -157,7 +180,7 @@ def allocate(curves: list[Curve], allocation, ratio: float | None, multiple: int
         raise EigenscopeError(f"unknown allocation {allocation!r}; choose from "
                               f"{sorted(ALLOCATORS) + ['gd_rank', 'energy:F', 'an int or float']}")
     check_ratio(ratio)
-    return ALLOCATORS[allocation](curves, ratio, multiple)
+    return ALLOCATORS[allocation](curves, ratio, multiple, cost)
 
 
 def _fixed(c: Curve, spec, multiple):

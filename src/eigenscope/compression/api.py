@@ -24,6 +24,7 @@ from torch import nn
 from .._memory import memory_budget
 from ..inputs import DEFAULT_CALIB_SEQS, DEFAULT_SEQ_LEN, model_batches, tokenizer_for
 from .allocate import allocate, check_ratio
+from .latency import add_predicted_time, objective_cost
 from .methods import resolve
 from .registry import CallState
 from .spill import Spill
@@ -47,7 +48,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
              calibration=None, layers: str | None = None, tokenizer=None,
              seq_len: int = DEFAULT_SEQ_LEN, n_seqs: int = DEFAULT_CALIB_SEQS, batch_size: int = 8,
              heldout: float = 0.25, multiple: int = 8, grad_batches: int = 4, convs: bool | None = None,
-             out=None, max_memory=None, offload_dir=None, cache=None, progress: bool = False):
+             out=None, max_memory=None, offload_dir=None, cache=None, objective: str = "params",
+             latency_tokens: int = 1, progress: bool = False):
     """Replace targeted nn.Linear layers by LowRankLinear; return (model, plan).
 
     model       -- an nn.Module (changed in place), or a model on disk: a Hugging Face folder
@@ -72,6 +74,9 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
                    `offload_dir` (default: the system's temporary folder)
     cache       -- a StatsCache: filled by the first call, reused by later calls on the same
                    (uncompressed) model and calibration, e.g. to compress at several ratios
+    objective   -- "params", or "latency": `ratio` removes predicted time at `latency_tokens`
+                   rows per call (compression/latency.py, measured on this device and cached);
+                   slower factorisations stay dense; the plan gets predicted_us per layer
 
     The plan (DataFrame): layer, shape, rank (None: dense), params_before, params_after,
     predicted_loss, and any note a method leaves per layer (e.g. whiten's chosen blend);
@@ -86,7 +91,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     opts = dict(ratio=ratio, allocation=allocation, calibration=calibration, layers=layers,
                 tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size,
                 heldout=heldout, multiple=multiple, grad_batches=grad_batches, convs=convs, out=out,
-                max_memory=max_memory, offload_dir=offload_dir, cache=cache, progress=progress)
+                max_memory=max_memory, offload_dir=offload_dir, cache=cache, progress=progress,
+                objective=objective, latency_tokens=latency_tokens)
     try:
         return _run(onloader, cfg, handler, t0, **opts)
     finally:
@@ -113,7 +119,7 @@ def _onloader(model):
 
 def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, tokenizer,
          seq_len, n_seqs, batch_size, heldout, multiple, grad_batches, convs, out, max_memory,
-         offload_dir, cache, progress):
+         offload_dir, cache, progress, objective, latency_tokens):
     from .onload import FromSource
     from .pipeline import Pipeline
 
@@ -131,13 +137,16 @@ def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, 
         with _no_param_grads(model):
             pipe = Pipeline(onloader, job, batches, spill, writer=writer, cache=cache)
             curves = pipe.curves()
-            ranks = allocate([curves[n] for n in pipe.targets], allocation, ratio, multiple)
+            cost, table = _objective(objective, pipe, onloader, multiple, latency_tokens, progress)
+            ranks = allocate([curves[n] for n in pipe.targets], allocation, ratio, multiple, cost=cost)
             pipe.factorise(ranks, keep=writer is None)
     finally:
         spill.close()
     plan = _plan(pipe, ranks, curves, job.state.notes)
+    if table is not None:   # objective="latency": the predicted time of each layer
+        add_predicted_time(plan, table)
     plan.attrs.update(method=repr(cfg), allocation=str(allocation), ratio=ratio,
-                      block_seconds=dict(pipe.seconds))
+                      objective=objective, block_seconds=dict(pipe.seconds))
     return _finish(onloader, plan, writer, out, tokenizer, t0)
 
 
@@ -166,6 +175,19 @@ def _finish(onloader, plan, writer, out, tokenizer, t0):
     if out is not None:
         save(model, out, plan=plan, tokenizer=tokenizer)
     return model, plan
+
+
+def _objective(objective, pipe, onloader, multiple, tokens, progress):
+    """(allocation cost, latency table) for `objective`, timed in the dtype the model runs in."""
+    import torch
+
+    from .targets import target_weight
+    shapes = [tuple(target_weight(m).shape) for m in pipe.targets.values()]
+    w = target_weight(next(iter(pipe.targets.values())))
+    dtype = onloader.source_dtype or w.dtype
+    device = w.device if w.device.type != "meta" else torch.device("cpu")
+    return objective_cost(objective, shapes, device=device, dtype=dtype, multiple=multiple,
+                          tokens=tokens, progress=progress)
 
 
 def _writer(out, onloader, budget):

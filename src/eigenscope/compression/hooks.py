@@ -164,3 +164,28 @@ def _as_matrix(mod: nn.Module, w: torch.Tensor) -> torch.Tensor:
     if is_conv1d(mod):
         return w.T
     return w.reshape(w.shape[0], -1)
+
+
+def gram_statistics(model: nn.Module, inputs=None, *, tokenizer=None, layers: str | None = None,
+                    n_seqs: int = 32, seq_len: int = 256, batch_size: int = 8,
+                    progress: bool = False) -> dict[str, LayerStats]:
+    """{Linear name: LayerStats with the Gram matrix X X^T of its inputs} over calibration
+    inputs (eigenscope.inputs; default: the pydoc text), in one pass of the whole model: what
+    quantize_'s activation-aware error correction needs. Targets as compress chooses them."""
+    from .._progress import track
+    from ..inputs import call_model, model_batches, tokenizer_for
+    from .targets import target_linears
+
+    batches = model_batches(inputs, tokenizer=tokenizer or tokenizer_for(model), n_seqs=n_seqs,
+                            seq_len=seq_len, batch_size=batch_size)
+    targets = {n: m for n, m in target_linears(model, layers).items() if isinstance(m, nn.Linear)}
+    stats: dict[str, LayerStats] = {}
+    hooks = GramHooks(targets, stats)
+    try:
+        with torch.no_grad():
+            for batch in track(batches, "statistics", unit="batch", enabled=progress):
+                hooks.new_batch()
+                call_model(model, batch)
+    finally:
+        hooks.remove()
+    return stats

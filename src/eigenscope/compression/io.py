@@ -24,6 +24,7 @@ from ..nn.surgery import is_lowrank_host, lowrank_like, lowrank_types, set_modul
 from ..nn.surgery import matrix_shape as _matrix_shape
 from ..sources.formats import SAVE_FILE, SAVE_INDEX, SAVE_KEY, save_metadata
 from ..sources.skeleton import Filler, build, config_from_dict, model_class
+from .quantize import quant_metadata, restore_quant
 
 FORMAT = "eigenscope-lowrank-1"
 SHARD = "model-{:05d}.safetensors"
@@ -102,6 +103,7 @@ def metadata(model: nn.Module, *, plan=None, tied: dict | None = None, config=No
     meta = {SAVE_KEY: FORMAT, "tied": json.dumps(tied or {}),
             "ranks": json.dumps({n: m.rank for n, m in model.named_modules()
                                  if isinstance(m, lowrank_types())})}
+    meta.update(quant_metadata(model))   # quantized layers: their specs (compression/quantize.py)
     if plan is not None:
         meta["plan"] = plan.to_json(orient="records")
     config = config if config is not None else getattr(model, "config", None)
@@ -114,12 +116,19 @@ def metadata(model: nn.Module, *, plan=None, tied: dict | None = None, config=No
 
 
 def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
-    """Write `model` to the folder `path` (shards + index, atomically); returns the folder."""
+    """Write `model` to the folder `path` (shards + index, atomically) and return it; a path
+    ending in .safetensors gets one file with the metadata in its header instead."""
     path = Path(path)
     tensors, tied = dedup(model.state_dict())
+    meta = metadata(model, plan=plan, tied=tied)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+        _write(path, lambda tmp: save_file({k: t.contiguous() for k, t in tensors.items()}, tmp,
+                                           metadata=meta))
+        return path
     writer = ShardWriter(path)
     writer.add(tensors)
-    writer.finish(metadata(model, plan=plan, tied=tied))
+    writer.finish(meta)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path
@@ -150,6 +159,7 @@ def load(path, *, model: nn.Module | None = None, dtype=None) -> nn.Module:
     if model is None:
         model = _skeleton(meta, path)
     _swap_lowrank(model, _ranks(meta, path), path)
+    restore_quant(model, meta, str(path))
     filler = Filler(model)
     by_alias = {a: canon for canon, names in filler.aliases.items() for a in names}
     assigned = [t for f in files for t in _fill(filler, by_alias, f, dtype)]

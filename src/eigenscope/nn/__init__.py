@@ -1,7 +1,11 @@
 """Modules eigenscope puts into models: low-rank stand-ins for Linear/Conv1D and Conv2d layers,
-and SpectralFilter (a hook keeping hidden states in a spectral subspace)."""
+their fused and quantized forms, and SpectralFilter (a hook keeping hidden states in a spectral
+subspace)."""
 from .filter import SpectralFilter
+from .fuse import FusedLowRankLinear, fuse_lowrank_, unfuse_lowrank_
 from .lowrank import LowRankLinear
 from .lowrank_conv import LowRankConv2d
+from .quant import QuantLinear
 
-__all__ = ["LowRankLinear", "LowRankConv2d", "SpectralFilter"]
+__all__ = ["LowRankLinear", "LowRankConv2d", "FusedLowRankLinear", "QuantLinear", "SpectralFilter",
+           "fuse_lowrank_", "unfuse_lowrank_"]

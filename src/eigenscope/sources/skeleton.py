@@ -123,55 +123,67 @@ def build(config, cls=None, *, dtype=torch.float32) -> nn.Module:
 
 
 class Filler:
-    """Assigns tensors to a model's parameters by name and releases them back to the meta
-    device, keeping tied parameters (one Parameter under several names) tied."""
+    """Assigns tensors to a model's parameters (and persistent buffers) by name and releases
+    them back to the meta device, keeping tied parameters (one Parameter under several names)
+    tied."""
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.owners: dict[str, list[tuple[nn.Module, str]]] = {}
         self.aliases: dict[str, list[str]] = {}          # canonical name -> every name
+        self.buffers: set[str] = set()                   # canonical names that are buffers
         first: dict[int, str] = {}
         for mname, mod in model.named_modules(remove_duplicate=False):
-            for leaf, p in list(mod._parameters.items()):
-                if p is None:
+            slots = [(leaf, t, False) for leaf, t in mod._parameters.items()]
+            slots += [(leaf, t, True) for leaf, t in mod._buffers.items()
+                      if leaf not in mod._non_persistent_buffers_set]
+            for leaf, t, buffer in slots:
+                if t is None:
                     continue
                 full = f"{mname}.{leaf}" if mname else leaf
-                canon = first.setdefault(id(p), full)
+                canon = first.setdefault(id(t), full)
                 self.owners.setdefault(canon, []).append((mod, leaf))
+                if buffer:
+                    self.buffers.add(canon)
                 names = self.aliases.setdefault(canon, [])
                 if full not in names:
                     names.append(full)
 
+    def _slot(self, name: str) -> dict:
+        mod, _ = self.owners[name][0]
+        return mod._buffers if name in self.buffers else mod._parameters
+
     def names(self, prefixes=None, *, exclude=()) -> list[str]:
-        """Canonical parameter names under any of `prefixes` (None: all), minus those under
-        any prefix of `exclude`."""
+        """Canonical parameter (and persistent buffer) names under any of `prefixes` (None:
+        all), minus those under any prefix of `exclude`."""
         def under(n, ps):
             return any(n == p or n.startswith(p + ".") for p in ps)
         return [n for n in self.owners if (prefixes is None or under(n, prefixes))
                 and not under(n, exclude)]
 
     def shape(self, name: str) -> tuple:
-        """Shape of the parameter `name`."""
-        mod, leaf = self.owners[name][0]
-        return tuple(mod._parameters[leaf].shape)
+        """Shape of the parameter or buffer `name`."""
+        return tuple(self.get(name).shape)
 
     def set(self, name: str, tensor: torch.Tensor, *, requires_grad: bool = False) -> None:
-        """Make `tensor` the parameter `name` (and every name tied to it)."""
-        p = nn.Parameter(tensor, requires_grad=requires_grad and tensor.is_floating_point())
+        """Make `tensor` the parameter (or buffer) `name`, and every name tied to it."""
+        if name in self.buffers:
+            t = tensor
+        else:
+            t = nn.Parameter(tensor, requires_grad=requires_grad and tensor.is_floating_point())
         for mod, leaf in self.owners[name]:
-            mod._parameters[leaf] = p
+            (mod._buffers if name in self.buffers else mod._parameters)[leaf] = t
 
     def release(self, names) -> None:
-        """Put the parameters `names` back on the meta device (their memory is freed)."""
+        """Put `names` back on the meta device (their memory is freed)."""
         for name in names:
-            mod, leaf = self.owners[name][0]
-            old = mod._parameters[leaf]
+            old = self.get(name)
             self.set(name, torch.empty(old.shape, dtype=old.dtype, device="meta"))
 
     def get(self, name: str) -> torch.Tensor:
-        """The parameter `name` as it is now."""
+        """The parameter or buffer `name` as it is now."""
         mod, leaf = self.owners[name][0]
-        return mod._parameters[leaf]
+        return self._slot(name)[leaf]
 
     def missing(self, assigned=()) -> list[str]:
         """Canonical names still on the meta device, or (given the tensors that were

@@ -1,0 +1,171 @@
+"""Inference speed of compressed SmolLM2-135M against the dense model, side by side in one run.
+
+For each mode (eager; compiled with torch.compile, each decoder layer compiled with dynamic
+shapes) every model runs the same way, rounds alternate between the models (dense, then each
+ratio), and the best of --repeats rounds is kept, so a busy moment of the shared machine hits
+them all alike. Printed per model: prefill tokens/s (batch 4 x 256 tokens, no cache), greedy
+decode tokens/s at batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt),
+each also as a ratio to dense; peak RSS of a child process that loads the saved model and runs a
+prefill; bytes on disk of the eigenscope save. Compressed models are fused (fuse_lowrank_: one
+`down` GEMM for q/k/v and gate/up) unless --no-fuse.
+
+    python benchmarks/inference_speed.py [--ratios 0.1,0.2,0.4] [--modes eager,compiled]
+        [--load 0.2=out/c02,0.4=out/c04] [--objective params|latency] [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+import eigenscope  # noqa: E402
+from eigenscope.models import load_model  # noqa: E402
+from eigenscope.nn.fuse import fuse_lowrank_  # noqa: E402
+
+PROMPT = 32
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratios", default="0.1,0.2,0.4")
+    ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--calib-seqs", type=int, default=32, help="compress's default calibration")
+    ap.add_argument("--objective", default="params", choices=["params", "latency"])
+    ap.add_argument("--load", default="", help="ratio=DIR,... saved compressed models to reuse")
+    ap.add_argument("--no-fuse", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("device cuda: skipped (no GPU on this machine)")
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models, tok = _models(args)
+    tmp = Path(tempfile.mkdtemp(prefix="es-speed-"))
+    disk = {name: _save(m, tmp / name, tok) for name, m in models.items()}
+    rss = {name: _child_rss(tmp / name) for name in models}
+    for name, m in models.items():
+        if name != "dense" and not args.no_fuse:
+            fuse_lowrank_(m)
+        m.to(args.device)
+    tables = []
+    for mode in sorted(args.modes.split(","), key=lambda m: m != "eager"):  # compiling changes the models
+        tables.append(_run_mode(mode, models, args, disk, rss))
+        print(f"\n== {mode} (best of {args.repeats}, {torch.get_num_threads()} threads) ==")
+        print(tables[-1].to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
+
+
+def _models(args):
+    base, tok = load_model("smollm2-135m")
+    models = {"dense": base}
+    saved = dict(kv.split("=") for kv in args.load.split(",") if kv)
+    stats = None
+    for r in [float(x) for x in args.ratios.split(",")]:
+        key = next((k for k in saved if float(k) == r), None)
+        if key is not None:
+            models[f"ratio {r}"] = eigenscope.load(saved[key])
+            continue
+        t = time.perf_counter()
+        m, plan = eigenscope.compress(copy.deepcopy(base), ratio=r, tokenizer=tok, stats=stats,
+                                      n_seqs=args.calib_seqs, objective=args.objective)
+        stats = plan.attrs["stats"]
+        print(f"compressed ratio {r} in {time.perf_counter() - t:.0f}s", flush=True)
+        models[f"ratio {r}"] = m
+    return models, tok
+
+
+def _save(model, folder, tok) -> int:
+    path = eigenscope.save(model, folder, tokenizer=tok)
+    return path.stat().st_size
+
+
+def _child_rss(folder) -> float:
+    """Peak RSS (MiB) of a fresh process that loads the save and runs one prefill."""
+    code = ("import resource, torch, eigenscope; torch.set_num_threads(1); "
+            f"m = eigenscope.load({str(folder)!r}); "
+            "torch.no_grad().__enter__(); m(torch.zeros(4, 256, dtype=torch.long)); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return float("nan")
+
+
+def _run_mode(mode, models, args, disk, rss) -> pd.DataFrame:
+    runners = {name: _compiled(m) if mode == "compiled" else m for name, m in models.items()}
+    g = torch.Generator().manual_seed(0)
+    prefill_ids = torch.randint(0, 40000, (4, 256), generator=g).to(args.device)
+    prompts = {b: torch.randint(0, 40000, (b, PROMPT), generator=g).to(args.device) for b in (1, 8)}
+    best = {name: {"prefill": 0.0, "decode b1": 0.0, "decode b8": 0.0} for name in models}
+    for rep in range(args.repeats + 1):  # round 0 warms up (and compiles) and is not counted
+        for name, run in runners.items():
+            got = {"prefill": _prefill(run, prefill_ids, args.device),
+                   "decode b1": _decode(run, prompts[1], args.new_tokens, args.device),
+                   "decode b8": _decode(run, prompts[8], args.new_tokens, args.device)}
+            if rep:
+                best[name] = {k: max(best[name][k], v) for k, v in got.items()}
+    rows = []
+    for name, b in best.items():
+        d = best["dense"]
+        rows.append({"model": name, "prefill tok/s": b["prefill"], "x": b["prefill"] / d["prefill"],
+                     "decode b1 tok/s": b["decode b1"], "x b1": b["decode b1"] / d["decode b1"],
+                     "decode b8 tok/s": b["decode b8"], "x b8": b["decode b8"] / d["decode b8"],
+                     "peak RSS MiB": round(rss[name]), "disk MiB": round(disk[name] / 2**20, 1),
+                     "params M": round(sum(p.numel() for p in models[name].parameters()) / 1e6, 1)})
+    return pd.DataFrame(rows)
+
+
+def _compiled(model):
+    """Each decoder layer compiled (dynamic shapes: one graph serves every layer and length);
+    the HF glue around the layers stays eager, as it is the same code for every model."""
+    m = model
+    for layer in m.model.layers:
+        layer.compile(dynamic=True)
+    return m
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def _prefill(model, ids, device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    model(ids, use_cache=False)
+    _sync(device)
+    return ids.numel() / (time.perf_counter() - t)
+
+
+@torch.no_grad()
+def _decode(model, prompt, steps, device) -> float:
+    """Greedy decoding with the KV cache; tokens/s over the decode steps only."""
+    out = model(prompt, use_cache=True)
+    cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        out = model(nxt, past_key_values=cache, use_cache=True)
+        cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    _sync(device)
+    return prompt.shape[0] * steps / (time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    main()
