@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 
 import eigenscope
-from eigenscope.compression.calibrate import collect_stats, find_blocks, target_linears
-from eigenscope.compression.data import default_text, token_ids
-from eigenscope.compression.fisher import collect_fisher
+from eigenscope.compression import StatsCache, statistics
 from eigenscope.compression.quantize import quantize_
+from eigenscope.compression.targets import find_blocks
+from eigenscope.inputs import default_text, token_ids
 from eigenscope.evaluation import evaluate
 from eigenscope.models import load_model
 from eigenscope.nn.quant import model_nbytes
@@ -43,7 +43,7 @@ def bytes_comparison(args):
     flat = token_ids(default_text(), tok)
     n_calib = args.calib_seqs * args.seq_len
     calib = flat[:n_calib].view(args.calib_seqs, args.seq_len)
-    ev = dict(text=default_text(), tokenizer=tok, seq_len=args.seq_len, max_tokens=args.eval_tokens,
+    ev = dict(inputs=default_text(), tokenizer=tok, seq_len=args.seq_len, max_tokens=args.eval_tokens,
               skip_tokens=n_calib)
     stats = _stats(base, calib, args)
     methods = {k: v + (EXTRA.get(k, []) if args.all else []) for k, v in METHODS.items()}
@@ -81,10 +81,7 @@ def _stats(base, calib, args) -> dict:
         names = {k.rsplit(":", 1)[0] for k in flat}
         return {n: LayerStats(gram=flat[f"{n}:gram"], d_out=flat.get(f"{n}:d_out")) for n in names}
     t = time.perf_counter()
-    targets = target_linears(base)
-    batches = list(calib.split(8))
-    stats = collect_stats(base, batches, targets)
-    collect_fisher(base, batches[: args.grad_batches], targets, stats)
+    stats = statistics(base, calib, grad_batches=args.grad_batches)
     print(f"calibration statistics: {time.perf_counter() - t:.0f}s", flush=True)
     if args.stats_cache:
         save_file({f"{n}:{k}": getattr(st, k).clone() for n, st in stats.items()
@@ -95,13 +92,13 @@ def _stats(base, calib, args) -> dict:
 def _lowrank(base, calib, stats, args) -> dict:
     """{ratio: model compressed with the defaults}, loaded from --load or compressed here."""
     saved = dict(kv.split("=") for kv in args.load.split(",") if kv)
-    out = {}
+    out, cache = {}, StatsCache()
     for r in (0.2, 0.4):
         key = next((k for k in saved if float(k) == r), None)
         if key is not None:
             out[r] = eigenscope.load(saved[key])
             continue
-        out[r], _ = eigenscope.compress(copy.deepcopy(base), ratio=r, calibration=calib, stats=stats,
+        out[r], _ = eigenscope.compress(copy.deepcopy(base), ratio=r, calibration=calib, cache=cache,
                                         grad_batches=args.grad_batches)
     return out
 

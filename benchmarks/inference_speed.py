@@ -73,16 +73,15 @@ def _models(args):
     base, tok = load_model("smollm2-135m")
     models = {"dense": base}
     saved = dict(kv.split("=") for kv in args.load.split(",") if kv)
-    stats = None
+    cache = eigenscope.compression.StatsCache()
     for r in [float(x) for x in args.ratios.split(",")]:
         key = next((k for k in saved if float(k) == r), None)
         if key is not None:
             models[f"ratio {r}"] = eigenscope.load(saved[key])
             continue
         t = time.perf_counter()
-        m, plan = eigenscope.compress(copy.deepcopy(base), ratio=r, tokenizer=tok, stats=stats,
+        m, plan = eigenscope.compress(copy.deepcopy(base), ratio=r, tokenizer=tok, cache=cache,
                                       n_seqs=args.calib_seqs, objective=args.objective)
-        stats = plan.attrs["stats"]
         print(f"compressed ratio {r} in {time.perf_counter() - t:.0f}s", flush=True)
         models[f"ratio {r}"] = m
     return models, tok

@@ -193,3 +193,18 @@ def test_an_unusable_offload_folder_is_one_line(folder, tmp_path):
     with pytest.raises(EigenscopeError, match="offload folder"):
         eigenscope.compress(folder, ratio=0.3, calibration=ids(), max_memory="1KB",
                             offload_dir=blocker / "sub")
+
+
+def test_statistics_without_compressing_match_a_plain_gram_pass():
+    """compression.statistics (compress's own passes) gives every target's Gram matrix, equal to
+    a plain forward pass with hooks, and the output-gradient weights on a causal LM."""
+    from eigenscope.compression import statistics
+    from eigenscope.compression.hooks import gram_statistics
+
+    model = tiny_llama()
+    st = statistics(model, ids(), batch_size=4)
+    plain = gram_statistics(model, ids(), batch_size=4)
+    assert st.keys() == plain.keys() and st
+    for name in st:
+        torch.testing.assert_close(st[name].gram, plain[name].gram, rtol=1e-5, atol=1e-6)
+        assert st[name].d_out is not None and bool((st[name].d_out > 0).all())

@@ -7,10 +7,10 @@ Public: `compress`, `save`, `load`; the method configs; and, to add a method of 
 """
 from __future__ import annotations
 
-from .api import StatsCache, compress
+from .api import StatsCache, compress, statistics
 from .io import load, save
 from .methods import ASVDConfig, FWSVDConfig, SVDConfig, WhitenConfig, describe, names
 from .registry import CallState, LayerStats, MethodBase, register
 
-__all__ = ["compress", "save", "load", "StatsCache", "SVDConfig", "ASVDConfig", "FWSVDConfig", "WhitenConfig",
+__all__ = ["compress", "save", "load", "StatsCache", "statistics", "SVDConfig", "ASVDConfig", "FWSVDConfig", "WhitenConfig",
            "names", "describe", "register", "MethodBase", "LayerStats", "CallState"]

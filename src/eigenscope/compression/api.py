@@ -244,6 +244,34 @@ def _totals(model, plan, nbytes: int | None = None) -> dict:
                 removed_fraction=1 - after / max(before, 1), model_params=kept, model_bytes=nbytes)
 
 
+def statistics(model: nn.Module, calibration=None, *, method="whiten", tokenizer=None,
+               seq_len: int = DEFAULT_SEQ_LEN, n_seqs: int = DEFAULT_CALIB_SEQS,
+               batch_size: int = 8, grad_batches: int = 4, progress: bool = False) -> dict:
+    """{target name: LayerStats} with every statistic `method` reads (whiten on a causal LM:
+    Gram matrices and output-gradient weights), gathered by compress's own calibration passes
+    without compressing: e.g. the statistics of quantize_'s activation-aware correction."""
+    from dataclasses import replace
+
+    from .onload import InMemory
+    from .pipeline import Pipeline
+
+    cfg, handler = resolve(method)
+    cfg = handler.prepare(cfg, model)
+    if hasattr(cfg, "sequential"):   # keep the statistics: no compressed stream will replace them
+        cfg = replace(cfg, sequential=False)
+    batches = model_batches(calibration, tokenizer=tokenizer or tokenizer_for(model),
+                            seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size, min_seqs=2)
+    job = Job(cfg, handler, CallState(), None, 0, grad_batches, progress)
+    spill = Spill(memory_budget(None))
+    try:
+        with _no_param_grads(model):
+            pipe = Pipeline(InMemory(model), job, batches, spill)
+            pipe.curves()
+            return {name: pipe.unstashed(name) for name in pipe.targets}
+    finally:
+        spill.close()
+
+
 class StatsCache:
     """Statistics and loss curves one compress call computed, reused by later calls on the same
     (uncompressed) model and calibration — e.g. to compress at several ratios without gathering

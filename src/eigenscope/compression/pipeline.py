@@ -211,6 +211,11 @@ class Pipeline:
             for what in self._BIG:
                 setattr(self.stats[t], what, None)
 
+    def unstashed(self, name) -> LayerStats:
+        """A layer's statistics with every stashed one back in memory (a copy; layers that
+        read one input share one Gram tensor)."""
+        return self._unstash(name)
+
     def _unstash(self, name) -> LayerStats:
         """A copy of a layer's statistics with its stashed ones back in memory (shared between
         the layers of the block that read one input)."""
