@@ -88,12 +88,15 @@ def _in_plan_order(rows: list[dict], plan) -> pd.DataFrame:
 
 def _run(src, batches, job, workers: int, budget: Budget, bar) -> list[dict]:
     """Rows of every batch: a reader thread takes each batch's bytes from the budget and reads
-    it; the pool computes, and a finished batch gives its bytes back."""
+    it, at most one batch ahead of the workers (reading further ahead only holds memory); the
+    pool computes, and a finished batch gives its bytes and its slot back."""
     rows: list[dict] = []
     lock = threading.Lock()
+    slots = threading.Semaphore(workers + 1)
 
     def done(future, cost):
         budget.release(cost)
+        slots.release()
         if future.exception() is None:
             with lock:
                 rows.extend(future.result())
@@ -101,7 +104,7 @@ def _run(src, batches, job, workers: int, budget: Budget, bar) -> list[dict]:
 
     with _threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
         futures = []
-        for batch, cost in _read_ahead(src, batches, budget):
+        for batch, cost in _read_ahead(src, batches, budget, slots):
             fut = pool.submit(job, batch)
             fut.add_done_callback(partial(done, cost=cost))
             futures.append(fut)
@@ -116,7 +119,7 @@ def _run(src, batches, job, workers: int, budget: Budget, bar) -> list[dict]:
 _DONE = object()
 
 
-def _read_ahead(src, batches, budget: Budget):
+def _read_ahead(src, batches, budget: Budget, slots: threading.Semaphore):
     """(matrices of a batch, its bytes), read in a background thread once the budget allows."""
     from ..sources.matrices import read_matrices
 
@@ -127,6 +130,7 @@ def _read_ahead(src, batches, budget: Budget):
         seen: set = set()
         try:
             for metas, cost in batches:
+                slots.acquire()
                 budget.acquire(cost)
                 if stop.is_set():
                     budget.release(cost)

@@ -83,16 +83,12 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     plan.attrs holds the totals (kept parameters and bytes), the settings and the seconds spent
     per block.
     """
+    opts = {k: v for k, v in locals().items() if k not in ("model", "method")}
     t0 = time.perf_counter()
     if isinstance(allocation, str) and allocation in ("global", "knapsack", "uniform"):
         check_ratio(ratio)
     cfg, handler = resolve(method)
     onloader = _onloader(model)
-    opts = dict(ratio=ratio, allocation=allocation, calibration=calibration, layers=layers,
-                tokenizer=tokenizer, seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size,
-                heldout=heldout, multiple=multiple, grad_batches=grad_batches, convs=convs, out=out,
-                max_memory=max_memory, offload_dir=offload_dir, cache=cache, progress=progress,
-                objective=objective, latency_tokens=latency_tokens)
     try:
         return _run(onloader, cfg, handler, t0, **opts)
     finally:
