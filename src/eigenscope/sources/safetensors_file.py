@@ -1,6 +1,7 @@
 """Safetensors files (one, or the shards of a Hugging Face folder), read one tensor at a time."""
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from pathlib import Path
@@ -38,43 +39,49 @@ def check_header(path: Path) -> None:
 
 
 class SafetensorsSource(Source):
-    def __init__(self, files: list[Path], *, gpt2: bool | None = None, tie: bool = False):
-        from safetensors import safe_open
+    """Safetensors files read one tensor at a time. Each read opens the file, copies the tensor
+    out and closes it again: a file kept open stays memory-mapped, and every page a read touched
+    would count in the process's resident memory (the whole model, after one pass)."""
 
+    def __init__(self, files: list[Path], *, gpt2: bool | None = None, tie: bool = False):
         self.description = str(files[0].parent if len(files) > 1 else files[0])
-        self._handles, self._where, raw = [], {}, []
+        self._where, raw = {}, []
         for path in files:
             if not path.is_file():
                 raise SourceError(f"{path}: no such file")
             check_header(path)
-            try:
-                h = safe_open(str(path), framework="pt")
-            except BaseException as e:  # a Rust panic is a BaseException
-                if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                    raise
-                raise SourceError(f"{path}: cannot open as safetensors ({error_line(e)})") from None
-            self._handles.append((path, h))
-            for name in h.keys():
-                sl = h.get_slice(name)
-                shape = tuple(sl.get_shape())
-                self._where[name] = (path, h)
-                raw.append((name, shape, _dtype_name(sl.get_dtype())))
+            with _opened(path) as h:
+                for name in h.keys():
+                    sl = h.get_slice(name)
+                    self._where[name] = path
+                    raw.append((name, tuple(sl.get_shape()), _dtype_name(sl.get_dtype())))
         self._infos = file_infos(raw, gpt2=gpt2, tie=tie)
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        path, h = self._where[name]
-        try:
-            return h.get_tensor(name)
-        except BaseException as e:  # a Rust panic is a BaseException
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise SourceError(f"{path}: cannot read tensor {name} ({error_line(e)})") from None
+        path = self._where[name]
+        with _opened(path) as h:
+            try:
+                return h.get_tensor(name)
+            except BaseException as e:  # a Rust panic is a BaseException
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise SourceError(f"{path}: cannot read tensor {name} ({error_line(e)})") from None
 
-    def close(self) -> None:
-        self._handles.clear()
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    from safetensors import safe_open
+    try:
+        h = safe_open(str(path), framework="pt")
+    except BaseException as e:  # a Rust panic is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise SourceError(f"{path}: cannot open as safetensors ({error_line(e)})") from None
+    with h:
+        yield h
 
 
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
