@@ -151,9 +151,14 @@ def test_round_to_nearest_error_bound(bits, group):
     assert (err <= scale[..., None] / 2 + 1e-12).all()
 
 
+# the optional backends (the `quant` extra); tests of them skip where the package is absent
+LIBRARY = {"hqq": "hqq", "torchao": "torchao"}
+
+
 @pytest.mark.parametrize("backend,bits", [("hqq", 4), ("hqq", 8), ("torchao", 4), ("torchao", 8)])
 def test_backend_codes_match_the_library_dequantization(backend, bits):
     """Our (q - zero) * scale reading of the codes equals the library's own dequantization."""
+    pytest.importorskip(LIBRARY[backend])
     W = torch.randn(16, 64)
     q, scale, zero = codes(W, bits, 16, backend)
     ours = dequantize(q, scale, zero)
@@ -198,6 +203,8 @@ def test_qera_closed_form_is_the_optimum():
 @pytest.mark.parametrize("bits,group,rank,backend", [(8, None, 0, "hqq"), (4, 16, 0, "hqq"), (4, 8, 4, "rtn"),
                                                      (4, 16, 4, "torchao")])
 def test_quantized_save_load_round_trip(tmp_path, bits, group, rank, backend):
+    if backend in LIBRARY:
+        pytest.importorskip(LIBRARY[backend])
     model, plan = compressed()
     quantize_(model, bits=bits, group=group, backend=backend, rank=rank,
               stats=gram_statistics(model, ids()))
@@ -235,7 +242,14 @@ def test_quantize_bad_options():
         with pytest.raises(EigenscopeError):
             quantize_(tiny(), **kw)
     with pytest.raises(EigenscopeError, match="statistics"):
-        quantize_(tiny(), bits=4, group=16, rank=2)
+        quantize_(tiny(), bits=4, group=16, rank=2, backend="rtn")
+
+
+def test_missing_backend_library_is_one_line():
+    from eigenscope.compression.quantize import _library
+
+    with pytest.raises(EigenscopeError, match=r"backend 'hqq' needs the hqq package.*\[quant\]"):
+        _library("hqq", "eigenscope_no_such_module")
 
 
 # ---- latency model and allocation ------------------------------------------------------------

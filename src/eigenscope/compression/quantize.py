@@ -58,21 +58,32 @@ class QuantConfig:
             raise EigenscopeError(f"quantize: rank {self.rank!r} must be an int >= 0")
 
 
+def _library(backend: str, module: str):
+    """The backend's module, or a one-line error saying which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise EigenscopeError(f"quantize: backend {backend!r} needs the {backend} package "
+                              f"(pip install 'eigenscope[quant]'), or use backend='rtn' ({exc})") from None
+
+
 def codes(W: torch.Tensor, bits: int, group: int, backend: str):
     """(q (m, n) uint8, scale (m, n/g), zero (m, n/g)) with W ~= (q - zero) * scale."""
     m, n = W.shape
     if backend == "rtn":
         return round_to_nearest(W, bits, group)
     if backend == "hqq":
-        from hqq.core.quantize import Quantizer
-
+        Quantizer = _library("hqq", "hqq.core.quantize").Quantizer
         q, meta = Quantizer.quantize(W.float(), nbits=bits, group_size=group, optimize=True, axis=1,
                                      bitpack=False, compute_dtype=torch.float32, device=str(W.device))
         # HQQ groups rows of the flattened weight: (m n / g, g) -> (m, n)
         return (q.reshape(m, n).to(torch.uint8), meta["scale"].reshape(m, n // group),
                 meta["zero"].reshape(m, n // group))
-    from torchao.quantization.quant_primitives import (MappingType, choose_qparams_affine,
-                                                       quantize_affine)
+    prim = _library("torchao", "torchao.quantization.quant_primitives")
+    MappingType, choose_qparams_affine, quantize_affine = \
+        prim.MappingType, prim.choose_qparams_affine, prim.quantize_affine
     top = 2 ** bits - 1
     scale, zp = choose_qparams_affine(W.float(), MappingType.ASYMMETRIC, (1, group), torch.uint8, 0, top)
     q = quantize_affine(W.float(), (1, group), scale, zp, torch.uint8, 0, top)
