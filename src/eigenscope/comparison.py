@@ -31,6 +31,10 @@ def compare(a, b, *, k: int = 8, out=None, title: str | None = None, movers: int
     k       -- dimension of the singular subspaces compared
     movers  -- how many of the matrices that moved most get plots in the page
     """
+    from .validate import check
+
+    check("compare", source=a, reference=b, k=k, movers=movers, title=title, out_html=out,
+          sources=[a, b], **analyze_kw)
     _check_readable(a), _check_readable(b)        # fail on a bad B before analysing A
     sa, sb = _side(a, progress, analyze_kw), _side(b, progress, analyze_kw)
     frame = _join(sa["df"], sb["df"])
@@ -135,7 +139,8 @@ def _named(source):
     src = open_source(source)
     try:
         for meta, W in iter_matrices(src):
-            yield meta.name, W
+            if not meta.problem:      # an unreadable tensor has a row, but no matrix to compare
+                yield meta.name, W
     finally:
         src.close()
 

@@ -55,8 +55,12 @@ assert set(GROUP_FUNCS) == set(METRIC_GROUPS)
 DEGENERATE_OK = ("norms",)
 
 
-def matrix_status(W: torch.Tensor) -> tuple[str, str]:
-    """(status, warning) of a matrix before any metric: bad tensors get a status, not an error."""
+def matrix_status(W: torch.Tensor, meta=None) -> tuple[str, str]:
+    """(status, warning) of a matrix before any metric: bad tensors get a status, not an error.
+    A source that could not read the tensor says why in `meta.problem` (status, warning)."""
+    problem = getattr(meta, "problem", None)
+    if problem:
+        return problem
     m, n = W.shape
     # One reduction pass in the common case: a finite, non-zero sum of |w| means finite and
     # non-zero entries (the sum can overflow for huge finite entries: then count exactly).
@@ -70,6 +74,21 @@ def matrix_status(W: torch.Tensor) -> tuple[str, str]:
     if min(m, n) < 2:
         return "degenerate", f"a {m}x{n} matrix has one singular value; only norms computed"
     return "ok", ""
+
+
+def solve_spectra(mats: list, *, dev, precision: str) -> list[tuple]:
+    """(eigenvalues ascending as numpy float64, None) per same-shape matrix, or (None, warning)
+    for a matrix whose eigenvalue problem failed every way (status "failed"); one call."""
+    from ..maths.spectrum import eigvals_checked
+
+    if not mats:
+        return []
+    lam, failed = eigvals_checked(torch.stack(mats).to(dev), precision=precision)  # (b, M), (b,)
+    lam, failed = lam.cpu().numpy(), failed.cpu().tolist()
+    return [(None, FAILED_WARNING) if f else (lam[j], None) for j, f in enumerate(failed)]
+
+
+FAILED_WARNING = "eigenvalues failed in float32, float64 and as an SVD; metrics skipped"
 
 
 def compute_metrics(W: torch.Tensor, lam: np.ndarray, groups, *, status: str, seed: int) -> dict:

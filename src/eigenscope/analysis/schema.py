@@ -42,6 +42,9 @@ STATUSES = {
     "nan_inf": "the matrix has NaN or Inf entries: metrics skipped",
     "zero": "all entries are zero: metrics skipped",
     "degenerate": "one singular value (a 1 x n matrix): only norms computed",
+    "failed": "the eigenvalue problem failed (float32, float64 and an SVD): metrics skipped",
+    "truncated": "the file ends before this tensor's data (an interrupted download?): not read",
+    "unsupported": "stored in a type eigenscope cannot decode (e.g. a GGUF quantisation): not read",
 }
 GOOD_STATUSES = ("ok", "partial")
 

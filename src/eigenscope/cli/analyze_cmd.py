@@ -35,9 +35,11 @@ def analyze(
     from ..analysis.runner import analyze as run
     from ..analysis.summary import summary
     from ..analysis.tables import write_table
+    from ..validate import check
 
-    if out is not None:
-        _check_table_suffix(out)
+    check("analyze", cli=True, source=source, metrics=metrics, layers=layers, device=device,
+          workers=workers, seed=seed, save_spectra=save_spectra, out_table=out, rows=rows,
+          sources=[source])
     t0 = time.perf_counter()
     df = run(source, metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
              save_spectra=save_spectra, progress=True)
@@ -49,14 +51,6 @@ def analyze(
         typer.echo(f"wrote {len(df)} rows to {out}")
     if save_spectra is not None:
         typer.echo(f"wrote singular values to {save_spectra}")
-
-
-def _check_table_suffix(out: Path) -> None:
-    from ..analysis.tables import WRITERS
-    from ..errors import EigenscopeError
-
-    if out.suffix.lower() not in WRITERS:
-        raise EigenscopeError(f"{out}: unknown table format; use .csv, .json or .parquet")
 
 
 def _print_table(df, rows: int) -> None:

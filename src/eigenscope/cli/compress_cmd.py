@@ -33,8 +33,12 @@ def compress(
     from ..compression.api import compress as run
     from ..compression.io import save
     from ..models import load_model
+    from ..validate import check
 
-    text = _read_text(calib)
+    check("compress", cli=True, source=source, ratio=ratio, method=method, allocation=allocation,
+          layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple, calib=calib,
+          out_model=out, sources=[source])
+    text = _read_text(calib, "--calib")
     model, tok = load_model(source)
     t0 = time.perf_counter()
     model, plan = run(model, ratio=ratio, method=method, allocation=allocation, calibration=text,
@@ -62,8 +66,11 @@ def evaluate(
 ):
     """Perplexity, size and speed of MODEL; with --reference, KL and top-1 agreement (or cosine)."""
     from ..evaluation import evaluate as run
+    from ..validate import check
 
-    res = run(model, _read_text(text), reference=reference, seq_len=seq_len, max_tokens=max_tokens,
+    check("evaluate", cli=True, source=model, reference=reference, seq_len=seq_len,
+          max_tokens=max_tokens, skip_tokens=skip_tokens, text=text)
+    res = run(model, _read_text(text, "--text"), reference=reference, seq_len=seq_len, max_tokens=max_tokens,
               skip_tokens=skip_tokens)
     width = max(len(k) for k in res)
     for k, v in res.items():
@@ -72,12 +79,15 @@ def evaluate(
         typer.echo(f"{k:<{width}}  {v:,.4g}" if isinstance(v, float) else f"{k:<{width}}  {v:,}")
 
 
-def _read_text(path: Optional[Path]):
-    from ..errors import EigenscopeError
+def _read_text(path: Optional[Path], option: str):
+    from ..errors import ArgumentError
 
     if path is None:
         return None
     try:
         return path.read_text(encoding="utf-8")
     except OSError as e:
-        raise EigenscopeError(f"{path}: cannot read ({e.strerror})") from None
+        raise ArgumentError(f"{option}: {path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ArgumentError(f"{option}: {path} is not UTF-8 text (byte {e.start}); give a text "
+                            "file") from None

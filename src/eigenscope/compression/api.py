@@ -56,7 +56,11 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     plan.attrs holds the totals (kept parameters and bytes) and the settings.
     """
     from ..models import load_model
+    from ..validate import check
 
+    check("compress", source=model, ratio=ratio, method=method, allocation=allocation,
+          layers=layers, seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size, heldout=heldout,
+          multiple=multiple, grad_batches=grad_batches)
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         model, tokenizer = load_model(model)

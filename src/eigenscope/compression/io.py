@@ -15,10 +15,11 @@ from torch import nn
 
 from .._io import atomic_write
 from ..errors import EigenscopeError
+from ..validate import check, model_origin
 from ..nn.lowrank import LowRankLinear
 from ..nn.surgery import set_module
 from ..sources.formats import SAVE_FILE, SAVE_KEY, save_metadata
-from ..sources.skeleton import config_from_dict, model_class
+from .save_check import check_save, file_shapes
 
 FORMAT = "eigenscope-lowrank-1"
 
@@ -34,6 +35,7 @@ def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
     from safetensors.torch import save_file
 
     target = weights_file(path)
+    check("save", out_model=path, sources=model_origin(model))   # never over the model's source
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors, tied = _dedup(model.state_dict())
     meta = {SAVE_KEY: FORMAT, "tied": json.dumps(tied),
@@ -68,7 +70,8 @@ def _dedup(sd: dict) -> tuple[dict, dict]:
 
 def load(path, *, model: nn.Module | None = None) -> nn.Module:
     """The compressed model. `model` is a skeleton of the original architecture, required only
-    for non-HF modules (eigenscope cannot rebuild arbitrary Python classes)."""
+    for non-HF modules (eigenscope cannot rebuild arbitrary Python classes). Everything the
+    file's metadata says is checked (save_check) before any weight is allocated."""
     from safetensors.torch import load_file
 
     f = weights_file(path)
@@ -77,16 +80,15 @@ def load(path, *, model: nn.Module | None = None) -> nn.Module:
     meta = save_metadata(f) or {}
     if meta.get(SAVE_KEY) != FORMAT:
         raise EigenscopeError(f"{f}: not written by eigenscope.save")
+    spec = check_save(f, meta, file_shapes(f), model=model)
     if model is None:
-        model = _from_config(meta, f)
-    for name, rank in json.loads(meta["ranks"]).items():
+        model = spec.cls._from_config(spec.config, dtype=spec.dtype)
+    for name, rank in spec.ranks.items():
         old = model.get_submodule(name)
-        if not isinstance(old, (nn.Linear, LowRankLinear)):
-            raise EigenscopeError(f"{f}: {name} is a {type(old).__name__}, not a Linear")
         set_module(model, name, LowRankLinear(old.in_features, old.out_features, rank,
                                               bias=_has_bias(old), dtype=_dtype(old)))
     sd = load_file(str(f))
-    tied = json.loads(meta.get("tied", "{}"))
+    tied = spec.tied
     missing, unexpected = model.load_state_dict(sd, strict=False)
     bad = [k for k in missing if k not in tied] + list(unexpected)
     if bad:
@@ -95,16 +97,6 @@ def load(path, *, model: nn.Module | None = None) -> nn.Module:
         if alias in missing:
             _assign(model, alias, sd[kept])
     return model.eval()
-
-
-def _from_config(meta, f):
-    if "hf_config" not in meta:
-        raise EigenscopeError(f"{f}: not a Hugging Face model; pass load(path, model=skeleton)")
-    cfg = json.loads(meta["hf_config"])
-    config = config_from_dict(cfg)
-    cls = model_class(config, meta.get("hf_class"))
-    dtype = getattr(torch, str(cfg.get("dtype") or "float32").replace("torch.", ""))
-    return cls._from_config(config, dtype=dtype)
 
 
 def _has_bias(m):

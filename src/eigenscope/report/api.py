@@ -37,7 +37,9 @@ def build_report(df: pd.DataFrame, spectra=None, *, title: str = "eigenscope rep
                   Every other row with a spectrum is drawn in the browser from a compact copy.
     """
     from ..plot.summary import counts, flags
+    from ..validate import check
 
+    check("report", plots=plots, max_images=max_images, title=title, out_html=out)
     if "name" not in df:
         raise EigenscopeError("the analysis has no 'name' column (not an eigenscope table?)")
     df = df.reset_index(drop=True)
@@ -61,7 +63,10 @@ def report_from_source(source, out, *, title: str | None = None, plots="flagged"
                        max_images: int = MAX_IMAGES, **analyze_kw) -> Path:
     """Analyse a model (or read a saved analysis) and write its report to `out`."""
     from ..analysis.saved import load_any
+    from ..validate import check
 
+    check("report", source=source, plots=plots, max_images=max_images, title=title, out_html=out,
+          sources=[source], **{k: v for k, v in analyze_kw.items() if k != "progress"})
     df, sv, desc = load_any(source, **analyze_kw)
     build_report(df, sv, title=title or f"eigenscope report: {Path(str(desc)).name}", out=out,
                  source=desc, plots=plots, max_images=max_images)

@@ -1,5 +1,9 @@
 """GGUF files (llama.cpp), memory-mapped; each tensor dequantised on its own when read.
 
+The header is parsed by our own bounds-checked reader (gguf_header.py), so a damaged file fails
+with one line, never hangs; a file cut short gives rows for the tensors it wholly holds and the
+status "truncated" for the rest, and a tensor of a type we cannot decode gets "unsupported".
+
 Names are mapped to Hugging Face names (names.gguf_to_hf) so rows of a GGUF file match those of
 the same model's Hugging Face checkpoint. GGUF lists dimensions ne0 (the contiguous, "in" axis)
 first; tensors are returned in PyTorch (out, in) order. llama.cpp's converter also permutes the
@@ -15,73 +19,98 @@ import numpy as np
 import torch
 
 from ..errors import SourceError
-from .base import Source, TensorInfo, error_line
+from .base import Source, TensorInfo, error_line, regular_file
+from .gguf_header import read_header
 from .layout import layout_from_name
 from .names import gguf_to_hf
 
+# Types read here (tested against gguf's own quantiser); a tensor of another type gets the row
+# status "unsupported" and the rest of the file is analysed.
 SUPPORTED = {"F32", "F16", "BF16", "F64", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K",
-             "Q6_K", "Q2_K", "Q3_K", "Q8_K"}
+             "Q6_K", "Q2_K", "Q3_K"}
 _PLAIN = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
           "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
+_NUMPY = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8,
+          "I16": np.int16, "I32": np.int32, "I64": np.int64}
 GGUF_MAGIC = b"GGUF"
 ROPE_PERMUTED = {"llama", "mistral"}  # architectures whose q/k rows llama.cpp's converter permutes
 
 
 class GGUFSource(Source):
-    """`reader` is the memory-mapped gguf.GGUFReader (metadata fields, raw tensor blocks)."""
+    """`header` is the parsed GGUF header (gguf_header.GGUFHeader: fields, tensors with byte
+    ranges); tensor bytes are read from a read-only memory map of the file."""
 
     def __init__(self, path: Path):
+        self.path = regular_file(path)
+        self.description = str(self.path)
         try:
-            from gguf import GGUFReader
+            import gguf  # noqa: F401  (its quantisation tables and decoders)
         except ImportError:
             raise SourceError(f"{path}: reading GGUF needs the gguf package: "
                               "pip install 'eigenscope[hf]'") from None
-        self.path = Path(path)
-        self.description = str(self.path)
         with open(self.path, "rb") as f:
             if f.read(4) != GGUF_MAGIC:
                 raise SourceError(f"{self.path}: not a GGUF file (bad magic)")
         try:
-            self.reader = GGUFReader(str(self.path), "r")
-            self.arch = _architecture(self.reader)
-            self._heads = _rope_heads(self.reader, self.arch)
-            tensors = list(self.reader.tensors)
-        except Exception as e:  # gguf raises ValueError/IndexError/... on damaged files
-            raise SourceError(f"{self.path}: truncated or corrupt GGUF file "
-                              f"({error_line(e)})") from None
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as e:
+            raise SourceError(f"{self.path}: cannot map the file ({error_line(e)})") from None
+        self.header = read_header(self.path, self._map)
+        self.arch = _architecture(self.header.fields)
+        self._heads = _rope_heads(self.header.fields, self.arch)
         self._by_name, self._infos = {}, []
-        for t in tensors:
+        for t in self.header.tensors:
             name = gguf_to_hf(t.name, self.arch)
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # (ne1, ne0) = (out, in)
+            shape = tuple(int(d) for d in reversed(t.dims))  # (ne1, ne0) = (out, in)
+            problem = t.problem or _unsupported(t.type_name)
             self._by_name[name] = t
-            qtype = t.tensor_type.name
-            self._infos.append(TensorInfo(name, shape, _PLAIN.get(qtype, qtype),
-                                          layout_from_name(name, len(shape))))
+            self._infos.append(TensorInfo(name, shape, _PLAIN.get(t.type_name, t.type_name),
+                                          layout_from_name(name, len(shape)), problem=problem))
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
 
+    def raw(self, name: str) -> np.ndarray:
+        """The stored bytes of tensor `name` (a HF name), shaped (rows..., bytes per row)."""
+        t = self._by_name[name]
+        if t.problem:
+            raise SourceError(f"{self.path}: tensor {name}: {t.problem[1]}")
+        arr = np.frombuffer(self._map, dtype=np.uint8, count=t.n_bytes, offset=t.start)
+        rows = tuple(int(d) for d in reversed(t.dims[1:]))
+        return arr.reshape(*rows, -1) if t.n_bytes else arr.reshape(*rows, 0)
+
     def read(self, name: str) -> torch.Tensor:
+        from gguf.constants import GGMLQuantizationType
         from gguf.quants import dequantize
 
         t = self._by_name[name]
-        qtype = t.tensor_type.name
-        if qtype not in SUPPORTED:
-            raise SourceError(f"{self.path}: tensor {name} has unsupported type {qtype}")
+        problem = t.problem or _unsupported(t.type_name)
+        if problem:
+            raise SourceError(f"{self.path}: tensor {name}: {problem[1]}")
+        shape = tuple(int(d) for d in reversed(t.dims))
         try:
-            # t.data: memory-mapped (rows, bytes per row) blocks; only this tensor is decoded.
-            arr = dequantize(t.data, t.tensor_type)
-            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            raw = self.raw(name)
+            if t.type_name in _NUMPY:
+                arr = raw.view(_NUMPY[t.type_name]).astype(np.float32)
+            else:   # BF16 and the block quantisations
+                arr = dequantize(raw, GGMLQuantizationType[t.type_name])
             arr = np.ascontiguousarray(arr, dtype=np.float32).reshape(shape)
-            if not arr.flags.writeable:  # F32 comes back as the read-only map itself
+            if not arr.flags.writeable:  # still a view of the read-only map
                 arr = arr.copy()
         except Exception as e:
-            raise SourceError(f"{self.path}: cannot dequantise {name} ({qtype}): "
+            raise SourceError(f"{self.path}: cannot dequantise {name} ({t.type_name}): "
                               f"{error_line(e)}") from None
         return _unpermute(torch.from_numpy(arr), name, self._heads)
 
     def close(self) -> None:
         self._by_name.clear()
+
+
+def _unsupported(type_name: str):
+    if type_name in SUPPORTED or type_name in _NUMPY:
+        return None
+    return ("unsupported", f"GGUF type {type_name} is not decoded by eigenscope "
+                           f"(supported: {', '.join(sorted(SUPPORTED))}); not analysed")
 
 
 def _unpermute(w: torch.Tensor, name: str, heads: dict) -> torch.Tensor:
@@ -93,30 +122,20 @@ def _unpermute(w: torch.Tensor, name: str, heads: dict) -> torch.Tensor:
     return w.reshape(n, w.shape[0] // n // 2, 2, w.shape[1]).transpose(1, 2).reshape(w.shape)
 
 
-def _rope_heads(reader, arch: str) -> dict:
-    """{"q_proj": heads, "k_proj": kv heads} for permuted architectures, {} when unknown."""
+def _rope_heads(fields: dict, arch: str) -> dict:
+    """{"q_proj": heads, "k_proj": kv heads} for permuted architectures, {} when unknown (an
+    array-valued head count, per layer, leaves the rows as stored)."""
     if arch not in ROPE_PERMUTED:
         return {}
-    q = _int_field(reader, f"{arch}.attention.head_count")
-    kv = _int_field(reader, f"{arch}.attention.head_count_kv") or q
+    q = _int(fields.get(f"{arch}.attention.head_count"))
+    kv = _int(fields.get(f"{arch}.attention.head_count_kv")) or q
     return {"q_proj": q, "k_proj": kv} if q else {}
 
 
-def _int_field(reader, key: str) -> int | None:
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    try:
-        return int(field.parts[field.data[0]][0])
-    except Exception:  # an array-valued field (per-layer head counts): leave the rows as stored
-        return None
+def _int(v) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
-def _architecture(reader) -> str:
-    field = reader.fields.get("general.architecture")
-    if field is None:
-        return "llama"
-    try:
-        return str(field.contents())
-    except Exception:  # older gguf: raw parts
-        return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+def _architecture(fields: dict) -> str:
+    arch = fields.get("general.architecture")
+    return arch if isinstance(arch, str) and arch else "llama"

@@ -38,6 +38,7 @@ class MatrixMeta:
     shape: str    # stored shape as text, "576x1536"
     dtype: str    # stored dtype before upcasting ("bfloat16", "Q4_1", ...)
     numel: int    # rows * cols
+    problem: tuple[str, str] | None = None  # (status, warning): the source cannot read it
 
 
 def plan_matrices(source: Source, *, layers: str | None = None) -> list[MatrixMeta]:
@@ -52,6 +53,8 @@ def plan_matrices(source: Source, *, layers: str | None = None) -> list[MatrixMe
 def iter_matrices(source: Source, *,
                   layers: str | None = None) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
     """Yield (meta, 2-D float32 matrix (rows, cols)) per row; each selected tensor is read once.
+    A tensor the source cannot read (`meta.problem`) is not read: it gives one (meta, empty
+    (0, 0) tensor) for its row; callers that need the matrix skip it.
 
     `layers` is a regular expression searched in the row name and the tensor name; it is applied
     to the metadata, so tensors it leaves out are never read. A float32 matrix of an nn.Module
@@ -67,6 +70,9 @@ def iter_matrices(source: Source, *,
     """
     seen: set[bytes] = set()
     for info, metas in _selected(source, layers):
+        if info.problem:  # never read: the row carries the status (analysis.metrics.matrix_status)
+            yield metas[0], torch.empty(0, 0)
+            continue
         t = source.read(info.name)
         if metas[0].role in ("embed", "head"):
             digest = _digest(t)
@@ -120,13 +126,15 @@ def _metas(info: TensorInfo) -> list[MatrixMeta]:
     if rc is None:
         return []
     rows, cols = rc
-    moe = info.layout == "moe"
+    moe = info.layout == "moe" and not info.problem   # an unreadable tensor is one row
+    if moe and 0 in info.shape:                          # no expert holds a matrix
+        return []
     experts = range(info.shape[0]) if moe else [expert_index(info.name)]
     block, role = block_index(info.name), role_of(info.name)
     shape = "x".join(map(str, info.shape))
     return [MatrixMeta(name=f"{info.name}.expert{e}" if moe else info.name, tensor=info.name,
                        expert=e, block=block, role=role, rows=rows, cols=cols, shape=shape,
-                       dtype=info.dtype, numel=rows * cols)
+                       dtype=info.dtype, numel=rows * cols, problem=info.problem)
             for e in experts]
 
 

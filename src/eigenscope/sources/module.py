@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import SourceError
 from .base import Source, TensorInfo
 
 
@@ -50,4 +51,8 @@ class ModuleSource(Source):
         return list(self._infos)
 
     def read(self, name: str) -> torch.Tensor:
-        return self._params[name].detach()
+        p = self._params[name]
+        if p.is_meta:
+            raise SourceError(f"{self.description}: parameter {name} is on the meta device "
+                              "(no weights to read; load the weights first)")
+        return p.detach()

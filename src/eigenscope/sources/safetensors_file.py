@@ -1,14 +1,14 @@
 """Safetensors files (one, or the shards of a Hugging Face folder), read one tensor at a time."""
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 
 import torch
 
+from .._json import MAX_BYTES, loads_bounded
 from ..errors import SourceError
-from .base import Source, TensorInfo, error_line
+from .base import Source, TensorInfo, error_line, regular_file
 from .layout import file_infos
 
 
@@ -17,21 +17,20 @@ def check_header(path: Path) -> None:
 
     safe_open's own errors are Rust panics or long messages; checking first gives a clear line.
     """
-    size = path.stat().st_size
+    size = regular_file(path).stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise SourceError(f"{path}: truncated safetensors file (no header)")
         (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
+        if n > size - 8 or n > MAX_BYTES:
             raise SourceError(f"{path}: truncated or corrupt safetensors header")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise SourceError(f"{path}: corrupt safetensors header (not JSON)") from None
+        header = loads_bounded(f.read(n), what=f"{path}: corrupt safetensors header")
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: corrupt safetensors header (not a JSON object)")
     try:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError, OverflowError):
         raise SourceError(f"{path}: corrupt safetensors header (bad tensor entries)") from None
     if ends and max(ends) > size - 8 - n:
         raise SourceError(f"{path}: truncated safetensors file (data ends early)")
@@ -44,8 +43,6 @@ class SafetensorsSource(Source):
         self.description = str(files[0].parent if len(files) > 1 else files[0])
         self._handles, self._where, raw = [], {}, []
         for path in files:
-            if not path.is_file():
-                raise SourceError(f"{path}: no such file")
             check_header(path)
             try:
                 h = safe_open(str(path), framework="pt")
@@ -63,6 +60,10 @@ class SafetensorsSource(Source):
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
+
+    def file_of(self, name: str) -> Path | None:
+        """The file holding tensor `name`, None when no file does."""
+        return self._where[name][0] if name in self._where else None
 
     def read(self, name: str) -> torch.Tensor:
         path, h = self._where[name]

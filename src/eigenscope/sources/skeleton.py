@@ -10,6 +10,8 @@ config's model_type are ever built, and always from the library's code: a config
 """
 from __future__ import annotations
 
+import re
+
 from ..errors import SourceError
 
 # transformers.models.auto.modeling_auto mappings a saved class name may come from
@@ -66,15 +68,45 @@ def model_class(config, name: str | None = None):
     return cls
 
 
+# Config keys that name code or kernels to fetch and run (a file's `auto_map`, hub attention or
+# experts kernels, custom pipelines) or backends eigenscope never uses: dropped at every level,
+# so a rebuilt model only ever runs transformers' own code with its default attention.
+DROPPED_KEYS = ("auto_map", "custom_pipelines", "trust_remote_code", "quantization_config")
+_DROPPED = re.compile(r"^_*(attn|experts)_implementation(_internal)?$")
+
+
+def clean_config_dict(cfg: dict) -> dict:
+    """`cfg` without DROPPED_KEYS and *_implementation keys, in nested dicts too (sub-configs)."""
+    out = {}
+    for k, v in cfg.items():
+        if k in DROPPED_KEYS or _DROPPED.match(str(k)):
+            continue
+        out[k] = clean_config_dict(v) if isinstance(v, dict) else v
+    return out
+
+
 def config_from_dict(cfg: dict):
-    """A transformers config from its JSON dict, without `auto_map` (code named by a file)."""
+    """A transformers config from its JSON dict, without `auto_map` (code named by a file) or
+    anything else in DROPPED_KEYS; a key that would replace one of the config's methods (or a
+    dunder) is refused."""
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
         raise SourceError("the saved config has no model_type")
-    rest = {k: v for k, v in cfg.items() if k not in ("auto_map", "model_type")}
+    model_type = cfg["model_type"]
+    if model_type not in CONFIG_MAPPING:
+        raise SourceError(f"the saved config's model type {model_type[:60]!r} is not a "
+                          "transformers model type")
+    rest = {k: v for k, v in clean_config_dict(cfg).items() if k != "model_type"}
+    cls = CONFIG_MAPPING[model_type]
+    bad = [k for k in rest if not isinstance(k, str) or k.startswith("__")
+           or callable(getattr(cls, k, None))]
+    if bad:
+        raise SourceError(f"the saved config sets {str(bad[0])[:60]!r}, which is not a "
+                          "configuration value; refusing it")
     try:
-        return AutoConfig.for_model(cfg["model_type"], **rest)
-    except (ValueError, KeyError, TypeError) as e:
+        return AutoConfig.for_model(model_type, **rest)
+    except Exception as e:  # a hostile config may fail in any way transformers validates it
         first = str(e).splitlines()[0][:100] if str(e) else ""
         raise SourceError(f"the saved config cannot be rebuilt ({type(e).__name__}: {first})") from None
