@@ -41,7 +41,10 @@ def atomic_write(path, write: Callable[[str], object]) -> Path:
     with _LOCK:
         _ACTIVE.add(tmp)
     try:
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # umask applies
+        except OSError as e:  # name the file the user asked for, not our temporary one
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

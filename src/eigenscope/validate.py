@@ -65,11 +65,12 @@ class Interval(Constraint):
     @property
     def text(self):
         what = "an int" if self.kind is Integral else "a float"
-        if self.hi is None:
-            return f"{what} {'>=' if self.closed in ('both', 'left') else '>'} {self.lo:g}"
+        lo, hi = (v if v is None or self.kind is not Integral else int(v) for v in (self.lo, self.hi))
+        if hi is None:
+            return f"{what} {'>=' if self.closed in ('both', 'left') else '>'} {lo}"
         left = "[" if self.closed in ("both", "left") else "("
         right = "]" if self.closed in ("both", "right") else ")"
-        return f"{what} in {left}{self.lo:g}, {self.hi:g}{right}"
+        return f"{what} in {left}{lo}, {hi}{right}"
 
     def ok(self, v):
         if isinstance(v, bool) or not isinstance(v, self.kind) or not math.isfinite(v):
@@ -268,7 +269,7 @@ class Output(Constraint):
         p = Path(v)
         is_file = p.suffix.lower() in self.suffixes
         if not is_file and not self.folder:
-            return f"must be {self.text} (unknown suffix {p.suffix or 'none'!r})"
+            return f"must be {self.text} ({f'unknown suffix {p.suffix!r}' if p.suffix else 'no suffix'})"
         if (p.is_dir() and is_file) or (p.exists() and not p.is_dir() and not is_file):
             return f"is an existing {'folder' if p.is_dir() else 'file'}; must be {self.text}"
         parent = next((a for a in p.absolute().parents if a.exists()), None)

@@ -6,6 +6,7 @@ the traceback was saved, and exit code 1.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in argv[: argv.index("--")] if "--" in argv else DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG] if debug else argv
+    if not debug:   # libraries' log lines (torch, transformers) are not ours to show
+        logging.getLogger("torch").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             if not debug:
