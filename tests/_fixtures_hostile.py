@@ -24,8 +24,9 @@ def run_cli(*args) -> tuple[int, str, str]:
 
 
 def error_lines(err: str) -> list[str]:
-    """stderr lines that are eigenscope's own (progress bars and library log lines aside)."""
-    return [ln for ln in err.splitlines() if ln.startswith("eigenscope:") or "Traceback" in ln]
+    """stderr lines that report an error (progress bars, warnings and library logs aside)."""
+    return [ln for ln in err.splitlines()
+            if ln.startswith(("eigenscope: error", "eigenscope: internal error")) or "Traceback" in ln]
 
 
 def assert_user_error(code: int, err: str, *needles) -> str:

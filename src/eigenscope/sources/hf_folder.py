@@ -4,6 +4,7 @@ embeddings. A shard index is checked before any shard is opened: every path it n
 inside the folder (no absolute path, no `..`) and be an existing regular file."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -127,6 +128,9 @@ def _load(path: Path) -> dict:
         is_zip = f.read(4) == ZIP_MAGIC
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError:
+        raise SourceError(f"{path}: refused: it holds Python objects besides tensors (unpickling "
+                          "them could run code); only weights are ever loaded") from None
     except Exception as e:
         raise SourceError(f"{path}: cannot load as a weights-only torch checkpoint "
                           f"({error_line(e)})") from None
