@@ -60,11 +60,40 @@ def _load_hf(folder: Path, dtype, gguf_file: str | None = None):
 
 def _check_folder(folder: Path) -> None:
     """What our own readers check before transformers reads the folder: config.json bounded,
-    shard index paths inside the folder, headers whole, weights-only checkpoints."""
+    shard index paths inside the folder, headers whole, weights-only checkpoints, and every
+    tensor named as in the model config.json describes has that model's shape."""
     from .sources.hf_folder import open_folder, read_config
 
     read_config(folder)
-    open_folder(folder).close()
+    src = open_folder(folder)
+    try:
+        _check_shapes(folder, src)
+    finally:
+        src.close()
+
+
+def _check_shapes(folder: Path, src) -> None:
+    import transformers as tf
+
+    from .errors import SourceError
+    from .sources.skeleton import meta_model
+
+    try:
+        config = tf.AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except Exception:  # transformers' own loading reports it, wrapped, below
+        return
+    try:
+        skeleton = meta_model(model_class(config, _saved_class(config)), config)
+    except SourceError as e:
+        raise SourceError(f"{folder / 'config.json'}: {e}") from None
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    for info in src.tensors():
+        names = (info.name, f"model.{info.name}", info.name.removeprefix("model."))
+        shape = next((want[n] for n in names if n in want), None)
+        if shape is not None and tuple(info.shape) != shape:
+            where = getattr(src, "file_of", lambda n: None)(info.name) or folder
+            raise EigenscopeError(f"{where}: tensor {info.name} has shape {tuple(info.shape)}, "
+                                  f"but {folder / 'config.json'} describes {shape}")
 
 
 def _check_gguf(path: Path) -> None:

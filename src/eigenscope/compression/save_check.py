@@ -144,13 +144,12 @@ def _int_items(cfg: dict):
 
 def _meta_skeleton(f, spec: SaveSpec) -> nn.Module:
     """The described model on the meta device: every shape, no memory."""
+    from ..sources.skeleton import meta_model
+
     try:
-        with torch.device("meta"):
-            return spec.cls._from_config(spec.config, dtype=spec.dtype)
-    except Exception as e:  # a config transformers accepted may still fail to build a model
-        first = str(e).splitlines()[0][:100] if str(e) else ""
-        raise SourceError(f"{f}: the saved config does not build a {spec.cls.__name__} "
-                          f"({type(e).__name__}: {first})") from None
+        return meta_model(spec.cls, spec.config, spec.dtype)
+    except SourceError as e:
+        raise SourceError(f"{f}: {e}") from None
 
 
 def expected_shapes(f, model: nn.Module, ranks: dict) -> dict:

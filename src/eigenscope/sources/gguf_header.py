@@ -121,6 +121,7 @@ def read_header(path, buf) -> GGUFHeader:
         raise SourceError(f"{path}: corrupt GGUF header (alignment {align!r})")
     header.data_offset = -(-cur.pos // align) * align
     header.tensors = _entries(path, infos, header)
+    _mark_truncated(header)
     return header
 
 
@@ -190,10 +191,14 @@ def _entries(path, infos, header: GGUFHeader) -> list[TensorEntry]:
                 f"rows of {dims[0]} values are not whole {qtype.name} blocks of {block}; "
                 "the file is corrupt"))
         out.append(entry)
+    return out
+
+
+def _mark_truncated(header: GGUFHeader) -> None:
+    """The problem "truncated" for every tensor the file does not wholly hold."""
     missing = header.missing_bytes
-    for t in out:
+    for t in header.tensors:
         if t.problem is None and t.start + t.n_bytes > header.file_size:
             short = min(t.n_bytes, t.start + t.n_bytes - header.file_size)
             t.problem = ("truncated", f"{short:,} of its {t.n_bytes:,} bytes are missing; the "
                                       f"file is {missing:,} bytes short (interrupted download?)")
-    return out

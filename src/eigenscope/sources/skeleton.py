@@ -68,6 +68,20 @@ def model_class(config, name: str | None = None):
     return cls
 
 
+def meta_model(cls, config, dtype=None):
+    """The model `cls` builds from `config` on the meta device: every shape, no memory.
+    Any failure (a config transformers accepted may still not build) is a SourceError."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return cls._from_config(config, **({"dtype": dtype} if dtype is not None else {}))
+    except Exception as e:
+        first = str(e).splitlines()[0][:100] if str(e) else ""
+        raise SourceError(f"the config does not build a {cls.__name__} "
+                          f"({type(e).__name__}: {first})") from None
+
+
 # Config keys that name code or kernels to fetch and run (a file's `auto_map`, hub attention or
 # experts kernels, custom pipelines) or backends eigenscope never uses: dropped at every level,
 # so a rebuilt model only ever runs transformers' own code with its default attention.
