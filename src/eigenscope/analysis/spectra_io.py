@@ -42,7 +42,9 @@ def load_spectra(path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             sv = {k: f.get_tensor(k).numpy() for k in f.keys()}
-    except Exception as e:
+    except BaseException as e:  # a Rust panic is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         raise EigenscopeError(f"{path}: not a readable spectra file ({type(e).__name__})") from None
     if ROWS_KEY not in meta:
         raise EigenscopeError(f"{path}: no eigenscope rows in its metadata (not a spectra file?)")

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"eigenscope: error: {_user_line(e)}", file=sys.stderr)
         return 2
-    except Exception as e:
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as e:  # a bug of ours, or a library's (a Rust panic is a BaseException)
         if debug:
             traceback.print_exc()
             return 1

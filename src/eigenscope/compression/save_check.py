@@ -75,7 +75,9 @@ def file_shapes(f: Path) -> dict:
     try:
         with safe_open(str(f), framework="pt") as h:
             return {k: tuple(h.get_slice(k).get_shape()) for k in h.keys()}
-    except Exception as e:  # safetensors' own parse of what check_header let through
+    except BaseException as e:  # safetensors' own parse (a Rust panic is a BaseException)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         raise SourceError(f"{f}: cannot read the safetensors header ({type(e).__name__})") from None
 
 

@@ -113,7 +113,9 @@ def _safetensors_metadata(path: Path) -> dict:
     try:
         with safe_open(str(path), "pt") as fh:
             return dict(fh.metadata() or {})
-    except Exception:  # not ours to diagnose here: the readers give the one-line error
+    except BaseException as e:  # not ours to diagnose here: the readers give the one-line error
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):   # (a Rust panic is a BaseException)
+            raise
         return {}
 
 
