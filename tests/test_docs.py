@@ -8,6 +8,7 @@ MODULES = [
     "eigenscope", "eigenscope.analysis.runner", "eigenscope.analysis.summary", "eigenscope.linalg",
     "eigenscope.monitor", "eigenscope.nn.lowrank", "eigenscope.optim", "eigenscope.sources",
     "eigenscope.tune.singular", "eigenscope.compression.api", "eigenscope.plot", "eigenscope.report.api",
+    "eigenscope.validate", "eigenscope._json",
 ]
 
 

@@ -25,10 +25,9 @@ def evaluate(model, text: str | None = None, *, reference=None, tokenizer=None, 
     by default 0 for a given text and HELD_OUT_SKIP (inputs.py) for the default pydoc text, past
     what `compress` calibrates on by default."""
     from .models import load_model
-    from .validate import check
+    from .validate import check_args
 
-    check("evaluate", source=model, reference=reference, seq_len=seq_len, max_tokens=max_tokens,
-          skip_tokens=skip_tokens, batch_size=batch_size)
+    check_args("evaluate", locals(), source=model)      # every option, before any work
     if not isinstance(model, torch.nn.Module):
         model, tok = load_model(model)
         tokenizer = tokenizer or tok

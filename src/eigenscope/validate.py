@@ -350,6 +350,12 @@ def check(verb: str, *, cli: bool = False, sources=(), **values) -> None:
     _guard_outputs(values, list(sources) + [values[n] for n in INPUT_FILES if values.get(n)], cli)
 
 
+def check_args(verb: str, args: dict, **extra) -> None:
+    """`check` with the options of `verb` picked from `args` (a verb's `locals()` at its top:
+    its parameters, by name) plus `extra` (e.g. source=model, sources=[...])."""
+    check(verb, **{k: v for k, v in args.items() if k in VERBS[verb] and k not in extra}, **extra)
+
+
 def _cross_rules(verb: str, values: dict, cli: bool) -> None:
     if verb == "compress" and values.get("allocation", "global") in RATIO_ALLOCATIONS \
             and "ratio" in values and values["ratio"] is None:

@@ -52,10 +52,9 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     """
     from ..sources import open_source
     from ..sources.matrices import iter_matrices, plan_matrices
-    from ..validate import check
+    from ..validate import check_args
 
-    check("analyze", source=source, metrics=metrics, layers=layers, device=device, workers=workers,
-          seed=seed, precision=precision, save_spectra=save_spectra, sources=[source])
+    check_args("analyze", locals(), sources=[source])   # every option, before any work
     groups = resolve_metrics(metrics)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     workers = workers or min(4, os.cpu_count() or 1)

@@ -56,17 +56,12 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     plan.attrs holds the totals (kept parameters and bytes) and the settings.
     """
     from ..models import load_model
-    from ..validate import check
+    from ..validate import check_args
 
-    check("compress", source=model, ratio=ratio, method=method, allocation=allocation,
-          layers=layers, seq_len=seq_len, n_seqs=n_seqs, batch_size=batch_size, heldout=heldout,
-          multiple=multiple, grad_batches=grad_batches)
+    check_args("compress", locals(), source=model)       # every option, before any work
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         model, tokenizer = load_model(model)
-    if isinstance(allocation, str) and allocation in ("global", "knapsack", "uniform"):
-        from .allocate import check_ratio
-        check_ratio(ratio)
     cfg, handler = resolve(method)
     cfg = handler.prepare(cfg, model)
     targets = target_linears(model, layers)
