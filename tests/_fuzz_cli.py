@@ -24,12 +24,14 @@ TITLES = ["t", "", "<!--<script>", "</script><b>", "x" * 2000]
 def _paths(ws: Path, src: Path, suffixes) -> list[str]:
     out = ws / "out"
     return ([str(out / f"x{s}") for s in suffixes] + [str(out), str(out / "sub" / "deep" / f"x{suffixes[0]}"),
-            str(src), str(ws / "text.txt" / f"x{suffixes[0]}"), str(out / "x.txt")])
+            str(src), str(ws / "text.txt" / f"x{suffixes[0]}"), str(out / "x.txt"),
+            str(out / ("x" * 5000 + suffixes[0]))])
 
 
 def _options(cmd: str, ws: Path, src: Path) -> dict:
     """option -> pool of values, for `cmd`."""
-    inputs = [str(ws / "text.txt"), str(ws / "binary.dat"), str(ws / "adir"), str(ws / "missing.txt")]
+    inputs = [str(ws / "text.txt"), str(ws / "binary.dat"), str(ws / "adir"), str(ws / "missing.txt"),
+              "y" * 5000]
     shared = {"--layers": REGEXES, "--metrics": METRICS}
     if cmd == "analyze":
         return {**shared, "--device": DEVICES, "--workers": INTS, "--seed": INTS, "--rows": INTS,

@@ -68,6 +68,8 @@ BAD_OPTIONS = {
     "calib_missing": (COMPRESS + ["--ratio", "0.5", "--calib", "{tmp}/nope.txt"], "--calib"),
     "calib_folder": (COMPRESS + ["--ratio", "0.5", "--calib", "{tmp}/folder"], "--calib"),
     "calib_binary": (COMPRESS + ["--ratio", "0.5", "--calib", "{tmp}/bin.dat"], "--calib"),
+    "calib_name_too_long": (COMPRESS + ["--ratio", "0.5", "--calib", "x" * 5000], "--calib"),
+    "table_name_too_long": (["analyze", "{m}", "--out", "{tmp}/" + "x" * 5000 + ".csv"], "--out"),
     "out_existing_file": (["compress", "smollm2-135m", "--ratio", "0.5", "--out", "{tmp}/bin.dat"], "--out"),
     "eval_seq_len_one": (["evaluate", "smollm2-135m", "--seq-len", "1"], "--seq-len"),
     "eval_max_tokens_zero": (["evaluate", "smollm2-135m", "--max-tokens", "0"], "--max-tokens"),

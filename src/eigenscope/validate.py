@@ -243,7 +243,9 @@ class InputFile(Constraint):
     def problem(self, v):
         if not isinstance(v, (str, os.PathLike)):
             return f"must be {self.text}"
-        p = Path(v)
+        return _path_problem(self._problem, Path(v))
+
+    def _problem(self, p: Path):
         if not p.exists():
             return "no such file"
         if not p.is_file():
@@ -266,7 +268,9 @@ class Output(Constraint):
     def problem(self, v):
         if not isinstance(v, (str, os.PathLike)) or not str(v):
             return f"must be {self.text}"
-        p = Path(v)
+        return _path_problem(self._problem, Path(v))
+
+    def _problem(self, p: Path):
         is_file = p.suffix.lower() in self.suffixes
         if not is_file and not self.folder:
             return f"must be {self.text} ({f'unknown suffix {p.suffix!r}' if p.suffix else 'no suffix'})"
@@ -276,6 +280,14 @@ class Output(Constraint):
         if parent is None or not parent.is_dir():
             return f"cannot be created: {parent} is not a folder"
         return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot be written: {parent} is read-only"
+
+
+def _path_problem(check, p: Path) -> str | None:
+    """check(p), or the system's reason when the path cannot even be looked at (too long...)."""
+    try:
+        return check(p)
+    except OSError as e:
+        return f"is not a usable path ({e.strerror or type(e).__name__})"
 
 
 NONE = NoneOK()
@@ -308,8 +320,8 @@ OPTIONS: dict[str, tuple[str, tuple[Constraint, ...]]] = {
     "max_images": ("--max-images", (Interval(Integral, 0, 100_000),)),
     "title": ("--title", (NONE, Text())),
     "rows": ("--rows", (Interval(Integral, -1),)),
-    "calib": ("--calib", (NONE, InputFile())),
-    "text": ("--text", (NONE, InputFile())),
+    "calib_file": ("--calib", (NONE, InputFile())),   # CLI only: the API takes the inputs
+    "text_file": ("--text", (NONE, InputFile())),
     "save_spectra": ("--save-spectra", (NONE, Output((".safetensors",)))),
     "out_table": ("--out", (NONE, Output(TABLE_SUFFIXES))),
     "table": ("--table", (NONE, Output(TABLE_SUFFIXES))),
@@ -317,15 +329,15 @@ OPTIONS: dict[str, tuple[str, tuple[Constraint, ...]]] = {
     "out_model": ("--out", (Output((".safetensors",), folder=True),)),
 }
 OUTPUTS = ("save_spectra", "out_table", "table", "out_html", "out_model")
-INPUT_FILES = ("calib", "text")
+INPUT_FILES = ("calib_file", "text_file")
 
 _SHARED = ("layers", "metrics", "device", "workers", "seed", "precision")
 VERBS = {
     "analyze": ("source", *_SHARED, "save_spectra", "out_table", "rows"),
     "compress": ("source", "ratio", "method", "allocation", "layers", "seq_len", "n_seqs",
-                 "batch_size", "heldout", "multiple", "grad_batches", "calib", "out_model"),
+                 "batch_size", "heldout", "multiple", "grad_batches", "calib_file", "out_model"),
     "evaluate": ("source", "reference", "seq_len", "max_tokens", "skip_tokens", "batch_size",
-                 "text"),
+                 "text_file"),
     "report": ("source", *_SHARED, "plots", "max_images", "title", "out_html"),
     "compare": ("source", "reference", *_SHARED, "k", "movers", "title", "out_html", "table"),
     "save": ("out_model",),

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 def _user_line(e: BaseException) -> str:
     """One line for a user error; an OSError names its file and the system's reason."""
     if isinstance(e, OSError) and not isinstance(e, EigenscopeError):
-        name = e.filename if e.filename is not None else ""
+        name = str(e.filename) if e.filename is not None else ""
+        name = name if len(name) <= 200 else name[:100] + "..." + name[-60:]
         reason = e.strerror or type(e).__name__
         return f"{name}: {reason}" if name else _first_line(e)
     return _first_line(e)

@@ -36,7 +36,7 @@ def compress(
     from ..validate import check
 
     check("compress", cli=True, source=source, ratio=ratio, method=method, allocation=allocation,
-          layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple, calib=calib,
+          layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple, calib_file=calib,
           out_model=out, sources=[source])
     text = _read_text(calib, "--calib")
     model, tok = load_model(source)
@@ -69,7 +69,7 @@ def evaluate(
     from ..validate import check
 
     check("evaluate", cli=True, source=model, reference=reference, seq_len=seq_len,
-          max_tokens=max_tokens, skip_tokens=skip_tokens, text=text)
+          max_tokens=max_tokens, skip_tokens=skip_tokens, text_file=text)
     res = run(model, _read_text(text, "--text"), reference=reference, seq_len=seq_len, max_tokens=max_tokens,
               skip_tokens=skip_tokens)
     width = max(len(k) for k in res)

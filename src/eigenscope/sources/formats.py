@@ -56,7 +56,10 @@ def protected_paths(spec) -> list[Path]:
         path = Path(spec)
     else:
         return []
-    if not path.exists():
+    try:
+        if not path.exists():
+            return []
+    except OSError:   # a name too long to be a path: nothing there to protect
         return []
     if path.is_dir() or path.name.endswith(".index.json") or path.name == "config.json":
         return [path if path.is_dir() else path.parent]
