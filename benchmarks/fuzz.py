@@ -1,6 +1,7 @@
-"""Long fuzzing run: mutated safetensors / GGUF files and saves, and random command lines.
+"""Long fuzzing run: mutated safetensors / GGUF / torch .bin files, Hugging Face folders (index,
+config.json, shards) and saves, and random command lines.
 
-    python benchmarks/fuzz.py                  # 10,000 cases (about 2,500 per target)
+    python benchmarks/fuzz.py                  # 10,000 cases (about 1,700 per target)
     python benchmarks/fuzz.py --cases 400 --seed 3 --targets cli,gguf
 
 Each case must end with exit code 0 or 2 (the save loader: a model or a one-line
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _fuzz import RandomDraw, file_case, make_seeds, new_workspace, remove_workspace  # noqa: E402
 from _fuzz_cli import cli_case  # noqa: E402
 
-TARGETS = ("safetensors", "gguf", "save", "cli")
+TARGETS = ("safetensors", "gguf", "bin", "folder", "save", "cli")
 
 
 def run_case(target: str, seeds: dict, seed: int, root: Path) -> tuple[str, list[str]]:
@@ -31,6 +32,12 @@ def run_case(target: str, seeds: dict, seed: int, root: Path) -> tuple[str, list
         return cli_case(seeds, d, ws) if target == "cli" else file_case(target, seeds, d, ws)
     finally:
         remove_workspace(ws)
+
+
+def _kind(target: str, what: str) -> str:
+    """The mutation or command of a case, for the case mix."""
+    words = what.split()
+    return f"{target}: {words[0] if target == 'cli' else words[-1] if target == 'folder' else words[1]}"
 
 
 def main() -> int:
@@ -60,7 +67,7 @@ def main() -> int:
         target = targets[i % len(targets)]
         what, problems = run_case(target, seeds, args.seed * 1_000_003 + i, root)
         tried[target] += 1
-        kinds[f"{target}: {what.split()[1] if target != 'cli' else what.split()[0]}"] += 1
+        kinds[_kind(target, what)] += 1
         if problems:
             failed[target] += 1
             failures.append((target, args.seed * 1_000_003 + i, what, problems))

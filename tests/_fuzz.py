@@ -67,8 +67,10 @@ def make_seeds(folder: Path) -> dict:
     mats = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(24, 16, generator=g) for i in range(2)}
     mats["model.norm.weight"] = torch.ones(16)
     save_file(mats, str(folder / "m.safetensors"), metadata={"format": "pt"})
+    torch.save(mats, folder / "m.bin")
     seeds = {"safetensors": folder / "m.safetensors", "gguf": _gguf(folder / "m.gguf"),
-             "save": _save(folder / "save"), "hf": _hf(folder / "hf")}
+             "save": _save(folder / "save"), "hf": _hf(folder / "hf"), "bin": folder / "m.bin",
+             "folder": _hf(folder / "sharded", shard="4KB")}
     (folder / "text.txt").write_text("the quick brown fox " * 40)
     (folder / "binary.dat").write_bytes(bytes(range(256)) * 4)
     (folder / "adir").mkdir(exist_ok=True)
@@ -112,9 +114,10 @@ def _save(folder: Path) -> Path:
     return folder / "model.safetensors"
 
 
-def _hf(folder: Path) -> Path:
+def _hf(folder: Path, shard: str | None = None) -> Path:
+    """A Hugging Face folder of the tiny Llama (sharded, with its index, when `shard` is given)."""
     model = _tiny_llama()
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, **({"max_shard_size": shard} if shard else {}))
     return folder
 
 
@@ -185,13 +188,20 @@ def mutate_save_metadata(data: bytes, d: Draw) -> bytes:
     return struct.pack("<Q", len(text)) + text + data[8 + n:]
 
 
+def mutate_json_file(data: bytes, d: Draw) -> bytes:
+    return json.dumps(mutate_json(json.loads(data), d)).encode()
+
+
 def mutated(kind: str, data: bytes, d: Draw) -> tuple[str, bytes]:
-    """(name of the mutation, the mutated bytes) for a seed of `kind`."""
-    ops = [("flip", flip_bytes), ("truncate", truncate)]
+    """(name of the mutation, the mutated bytes) for a seed of `kind` ("json": a JSON file)."""
+    head = len(data) if kind == "bin" else 2048       # a zip's directory sits at its end
+    ops = [("flip", lambda b, dd: flip_bytes(b, dd, head)), ("truncate", truncate)]
     if kind == "safetensors":
         ops.append(("json", mutate_safetensors_header))
     if kind == "save":
         ops += [("json", mutate_save_metadata)] * 2
+    if kind == "json":
+        ops += [("json", mutate_json_file)] * 2
     name, op = d.choice(ops)
     return name, op(data, d)
 
@@ -290,6 +300,8 @@ def remove_workspace(ws: Path) -> None:
 def file_case(kind: str, seeds: dict, d: Draw, ws: Path) -> tuple[str, list[str]]:
     """A mutated file of `kind` analysed (readers) or loaded (saves); (description, problems)."""
     seed = seeds[kind]
+    if kind == "folder":
+        return folder_case(seed, d, ws)
     name, data = mutated(kind, seed.read_bytes(), d)
     if kind == "save":
         folder = ws / "save"
@@ -303,3 +315,19 @@ def file_case(kind: str, seeds: dict, d: Draw, ws: Path) -> tuple[str, list[str]
         argv += ["--out", str(ws / "out" / "rows.csv")]
     return f"{kind} {name}", run_cli_case(argv, ws)
 
+
+
+def folder_case(seed: Path, d: Draw, ws: Path) -> tuple[str, list[str]]:
+    """A sharded Hugging Face folder with one file mutated (its index, config.json or a shard),
+    analysed, evaluated (transformers reads it) or compressed."""
+    folder = ws / "hf"
+    shutil.copytree(seed, folder)
+    target = d.choice(sorted(p for p in folder.iterdir() if p.is_file()))
+    kind = "json" if target.suffix == ".json" else "safetensors"
+    name, data = mutated(kind, target.read_bytes(), d)
+    target.write_bytes(data)
+    cmd = d.choice([["analyze", str(folder), "--rows", "0", "--metrics", "norms"]] * 2 +
+                   [["evaluate", str(folder), "--max-tokens", "16", "--seq-len", "8"],
+                    ["compress", str(folder), "--method", "svd", "--ratio", "0.5",
+                     "--out", str(ws / "out" / "c")]])
+    return f"folder {target.name} {name} {cmd[0]}", run_cli_case(cmd, ws)

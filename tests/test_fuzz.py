@@ -1,5 +1,6 @@
-"""Property-based fuzzing (hypothesis), a short budget: mutated safetensors and GGUF files
-(byte flips, truncations, header JSON mutations) through `eigenscope analyze`, mutated saves
+"""Property-based fuzzing (hypothesis), a short budget: mutated safetensors, GGUF and torch .bin
+files and Hugging Face folders (byte flips, truncations, JSON mutations of headers, indexes and
+configs) through `eigenscope analyze` (folders also `evaluate`, `compress`), mutated saves
 through `eigenscope.load`, and random command lines. Every case: exit code 0 or 2 (the loader:
 a model or a one-line EigenscopeError), no traceback, no hang, nothing written outside the
 output folder, the source unchanged (tests/_fuzz.py). benchmarks/fuzz.py runs 10,000 cases."""
@@ -16,7 +17,7 @@ from _fuzz import HypothesisDraw, file_case, make_seeds, new_workspace, remove_w
 from _fuzz_cli import cli_case
 
 # examples per target: about a minute in all on two shared cores
-BUDGET = {"safetensors": 60, "gguf": 60, "save": 150, "cli": 60}
+BUDGET = {"safetensors": 50, "gguf": 50, "bin": 40, "folder": 30, "save": 120, "cli": 50}
 SETTINGS = dict(deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -55,6 +56,18 @@ def test_fuzz_safetensors_reader(seeds, root, data):
 @given(data=st.data())
 def test_fuzz_gguf_reader(seeds, root, data):
     _check("gguf", seeds, root, data)
+
+
+@settings(max_examples=BUDGET["bin"], **SETTINGS)
+@given(data=st.data())
+def test_fuzz_torch_bin_reader(seeds, root, data):
+    _check("bin", seeds, root, data)
+
+
+@settings(max_examples=BUDGET["folder"], **SETTINGS)
+@given(data=st.data())
+def test_fuzz_hf_folders(seeds, root, data):
+    _check("folder", seeds, root, data)
 
 
 @settings(max_examples=BUDGET["save"], **SETTINGS)

@@ -210,3 +210,15 @@ def test_shards_disagreeing_with_config_json_are_one_line(tmp_path):
         load_model(str(folder))
     msg = str(err.value)
     assert "\n" not in msg and ".safetensors" in msg and "config.json describes" in msg, msg
+
+
+def test_odd_tensor_kinds_in_a_bin_file(tmp_path):
+    """Sparse storage is read as its dense matrix; a complex tensor is a row status; the other
+    rows are analysed."""
+    W = torch.randn(12, 8)
+    torch.save({"a.weight": W.to_sparse(), "b.weight": torch.randn(12, 8, dtype=torch.complex64),
+                "c.weight": W}, tmp_path / "odd.bin")
+    df = eigenscope.analyze(str(tmp_path / "odd.bin"), metrics="norms").set_index("name")
+    assert list(df["status"]) == ["ok", "unsupported", "ok"]
+    assert df.loc["a.weight", "frobenius_norm"] == df.loc["c.weight", "frobenius_norm"]
+    assert "complex64" in df.loc["b.weight", "warning"]

@@ -44,7 +44,8 @@ STATUSES = {
     "degenerate": "one singular value (a 1 x n matrix): only norms computed",
     "failed": "the eigenvalue problem failed (float32, float64 and an SVD): metrics skipped",
     "truncated": "the file ends before this tensor's data (an interrupted download?): not read",
-    "unsupported": "stored in a type eigenscope cannot decode (e.g. a GGUF quantisation): not read",
+    "unsupported": "of a type eigenscope cannot analyse (a GGUF quantisation it cannot decode, "
+                   "a complex tensor): not analysed",
 }
 GOOD_STATUSES = ("ok", "partial")
 

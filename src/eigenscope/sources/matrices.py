@@ -11,6 +11,7 @@ Rules (methods.md: a matrix is m x n = out x in):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ from typing import Iterator
 
 import torch
 
-from ..errors import EigenscopeError
-from .base import Source, TensorInfo
+from ..errors import EigenscopeError, SourceError
+from .base import Source, TensorInfo, error_line
 from .layout import is_weight_name, matrix_shape, to_matrix
 from .names import block_index, expert_index, role_of
 
@@ -70,10 +71,10 @@ def iter_matrices(source: Source, *,
     """
     seen: set[bytes] = set()
     for info, metas in _selected(source, layers):
-        if info.problem:  # never read: the row carries the status (analysis.metrics.matrix_status)
-            yield metas[0], torch.empty(0, 0)
+        t, problem = (None, info.problem) if info.problem else _read(source, info)
+        if problem:  # not analysed: the row carries the status (analysis.metrics.matrix_status)
+            yield dataclasses.replace(metas[0], problem=problem), torch.empty(0, 0)
             continue
-        t = source.read(info.name)
         if metas[0].role in ("embed", "head"):
             digest = _digest(t)
             if digest in seen:
@@ -81,6 +82,26 @@ def iter_matrices(source: Source, *,
             seen.add(digest)
         for meta in metas:
             yield meta, to_matrix(t, info.layout, meta.expert).to(torch.float32)
+
+
+def _read(source: Source, info: TensorInfo):
+    """(dense real tensor, None), or (None, (status, warning)) for a tensor of a kind that has
+    no real spectrum here (complex); a tensor that cannot be read at all is a SourceError."""
+    try:
+        t = source.read(info.name)
+        if t.layout != torch.strided:          # sparse storage: the matrix is the dense one
+            t = t.to_dense()
+        if t.is_quantized:
+            t = t.dequantize()
+    except EigenscopeError:
+        raise
+    except Exception as e:  # whatever the file holds, the error is the file's
+        raise SourceError(f"{source.description}: cannot read tensor {info.name} "
+                          f"({error_line(e)})") from None
+    if t.is_complex() or not (t.is_floating_point() or t.dtype == torch.bool):
+        return None, ("unsupported", f"a {str(t.dtype).replace('torch.', '')} tensor has no "
+                                     "real spectrum here; not analysed")
+    return t, None
 
 
 def _selected(source: Source, layers: str | None):
