@@ -71,10 +71,22 @@ def make_seeds(folder: Path) -> dict:
     seeds = {"safetensors": folder / "m.safetensors", "gguf": _gguf(folder / "m.gguf"),
              "save": _save(folder / "save"), "hf": _hf(folder / "hf"), "bin": folder / "m.bin",
              "folder": _hf(folder / "sharded", shard="4KB")}
+    seeds.update(_tables(folder, seeds["safetensors"]))
     (folder / "text.txt").write_text("the quick brown fox " * 40)
     (folder / "binary.dat").write_bytes(bytes(range(256)) * 4)
     (folder / "adir").mkdir(exist_ok=True)
     return seeds
+
+
+def _tables(folder: Path, model: Path) -> dict:
+    """Saved analyses of `model`: a CSV and a JSON table, and a spectra file."""
+    import eigenscope
+
+    df = eigenscope.analyze(str(model), save_spectra=folder / "s.safetensors")
+    df.to_csv(folder / "t.csv", index=False)
+    df.to_json(folder / "t.json", orient="records")
+    return {"table_csv": folder / "t.csv", "table_json": folder / "t.json",
+            "table_spectra": folder / "s.safetensors"}
 
 
 def _gguf(path: Path) -> Path:
@@ -194,7 +206,7 @@ def mutate_json_file(data: bytes, d: Draw) -> bytes:
 
 def mutated(kind: str, data: bytes, d: Draw) -> tuple[str, bytes]:
     """(name of the mutation, the mutated bytes) for a seed of `kind` ("json": a JSON file)."""
-    head = len(data) if kind == "bin" else 2048       # a zip's directory sits at its end
+    head = len(data) if kind in ("bin", "csv") else 2048   # a zip's directory sits at its end
     ops = [("flip", lambda b, dd: flip_bytes(b, dd, head)), ("truncate", truncate)]
     if kind == "safetensors":
         ops.append(("json", mutate_safetensors_header))
@@ -299,6 +311,8 @@ def remove_workspace(ws: Path) -> None:
 
 def file_case(kind: str, seeds: dict, d: Draw, ws: Path) -> tuple[str, list[str]]:
     """A mutated file of `kind` analysed (readers) or loaded (saves); (description, problems)."""
+    if kind == "table":
+        return table_case(seeds, d, ws)
     seed = seeds[kind]
     if kind == "folder":
         return folder_case(seed, d, ws)
@@ -331,3 +345,15 @@ def folder_case(seed: Path, d: Draw, ws: Path) -> tuple[str, list[str]]:
                     ["compress", str(folder), "--method", "svd", "--ratio", "0.5",
                      "--out", str(ws / "out" / "c")]])
     return f"folder {target.name} {name} {cmd[0]}", run_cli_case(cmd, ws)
+
+
+def table_case(seeds: dict, d: Draw, ws: Path) -> tuple[str, list[str]]:
+    """A mutated saved analysis (CSV, JSON or spectra file) made into a report."""
+    kind = d.choice(["table_csv", "table_json", "table_spectra"])
+    seed = seeds[kind]
+    mutation = {"table_json": "json", "table_spectra": "save"}.get(kind, "csv")
+    name, data = mutated(mutation, seed.read_bytes(), d)
+    src = ws / seed.name
+    src.write_bytes(data)
+    argv = ["report", str(src), "--out", str(ws / "out" / "r.html"), "--plots", "none"]
+    return f"{kind} {name}", run_cli_case(argv, ws)

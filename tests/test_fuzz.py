@@ -17,7 +17,8 @@ from _fuzz import HypothesisDraw, file_case, make_seeds, new_workspace, remove_w
 from _fuzz_cli import cli_case
 
 # examples per target: about a minute in all on two shared cores
-BUDGET = {"safetensors": 50, "gguf": 50, "bin": 40, "folder": 30, "save": 120, "cli": 50}
+BUDGET = {"safetensors": 50, "gguf": 50, "bin": 40, "folder": 30, "save": 120, "cli": 50,
+          "table": 10}
 SETTINGS = dict(deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
@@ -68,6 +69,12 @@ def test_fuzz_torch_bin_reader(seeds, root, data):
 @given(data=st.data())
 def test_fuzz_hf_folders(seeds, root, data):
     _check("folder", seeds, root, data)
+
+
+@settings(max_examples=BUDGET["table"], **SETTINGS)
+@given(data=st.data())
+def test_fuzz_saved_analyses(seeds, root, data):
+    _check("table", seeds, root, data)
 
 
 @settings(max_examples=BUDGET["save"], **SETTINGS)

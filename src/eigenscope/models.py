@@ -80,12 +80,11 @@ def _check_shapes(folder: Path, src) -> None:
 
     try:
         config = tf.AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    except Exception:  # transformers' own loading reports it, wrapped, below
-        return
-    try:
         skeleton = meta_model(model_class(config, _saved_class(config)), config)
     except SourceError as e:
         raise SourceError(f"{folder / 'config.json'}: {e}") from None
+    except Exception:  # a config transformers itself refuses: its loading reports it, wrapped
+        return
     want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     for info in src.tensors():
         names = (info.name, f"model.{info.name}", info.name.removeprefix("model."))
@@ -112,7 +111,8 @@ def _check_gguf(path: Path) -> None:
 
 def _saved_class(config) -> str | None:
     """The checkpoint's own class (config.architectures) when the allow-list knows it."""
-    names = getattr(config, "architectures", None) or []
+    names = getattr(config, "architectures", None)
+    names = [n for n in names if isinstance(n, str)] if isinstance(names, (list, tuple)) else []
     ok = [n for n in names if n in allowed_classes(config.model_type)]
     return ok[0] if ok else None
 
