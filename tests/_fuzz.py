@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
 import signal
@@ -259,13 +260,17 @@ def run_cli_case(argv: list[str], workspace: Path) -> list[str]:
 
     before = snapshot(workspace, workspace / "out")
     out, err = io.StringIO(), io.StringIO()
-    try:
+    cwd = os.getcwd()
+    try:  # in out/: a default output path (report.html) lands there too
+        os.chdir(workspace / "out")
         with deadline(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)
     except CaseTimeout as e:
         return [f"hang: {e}"]
     except BaseException as e:  # main must never raise
         return [f"main raised {type(e).__name__}: {str(e)[:200]}"]
+    finally:
+        os.chdir(cwd)
     problems = []
     if "CaseTimeout" in err.getvalue():     # raised inside main, reported as an internal error
         return [f"hang: no result after {CASE_SECONDS:.0f} s"]
