@@ -77,10 +77,11 @@ def load(path, *, model: nn.Module | None = None) -> nn.Module:
     f = weights_file(path)
     if not f.exists():
         raise EigenscopeError(f"{f}: no such file")
+    shapes = file_shapes(f)                      # a damaged header: its own one-line error
     meta = save_metadata(f) or {}
     if meta.get(SAVE_KEY) != FORMAT:
         raise EigenscopeError(f"{f}: not written by eigenscope.save")
-    spec = check_save(f, meta, file_shapes(f), model=model)
+    spec = check_save(f, meta, shapes, model=model)
     if model is None:
         model = spec.cls._from_config(spec.config, dtype=spec.dtype)
     for name, rank in spec.ranks.items():
