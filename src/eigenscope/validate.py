@@ -329,6 +329,7 @@ OPTIONS: dict[str, tuple[str, tuple[Constraint, ...]]] = {
     "out_model": ("--out", (Output((".safetensors",), folder=True),)),
 }
 OUTPUTS = ("save_spectra", "out_table", "table", "out_html", "out_model")
+API_NAMES = {"out_html": "out", "out_model": "path"}   # where the API's keyword differs
 INPUT_FILES = ("calib_file", "text_file")
 
 _SHARED = ("layers", "metrics", "device", "workers", "seed", "precision")
@@ -353,12 +354,13 @@ def check(verb: str, *, cli: bool = False, sources=(), **values) -> None:
         if name not in allowed:
             raise TypeError(f"check({verb!r}): {name!r} is not an option of {verb}")
         flag, rules = OPTIONS[name]
-        label = flag if cli else name
+        label = _label(name, cli)
         problems = [p for r in rules if (p := r.problem(value)) is not None]
         if len(problems) == len(rules):
             shown = [p for r, p in zip(rules, problems) if r is not NONE]  # None was not meant
             raise ArgumentError(f"{label}: {' or '.join(shown)}; got {_show(value)}")
     _cross_rules(verb, values, cli)
+    # inputs the CLI reads (--calib, --text) are protected like the sources
     _guard_outputs(values, list(sources) + [values[n] for n in INPUT_FILES if values.get(n)], cli)
 
 
@@ -371,7 +373,7 @@ def check_args(verb: str, args: dict, **extra) -> None:
 def _cross_rules(verb: str, values: dict, cli: bool) -> None:
     if verb == "compress" and values.get("allocation", "global") in RATIO_ALLOCATIONS \
             and "ratio" in values and values["ratio"] is None:
-        label = "--ratio" if cli else "ratio"
+        label = _label("ratio", cli)
         raise ArgumentError(f"{label}: allocation {values.get('allocation', 'global')!r} needs a "
                             "ratio, a float in (0, 1) of the targeted parameters to remove")
 
@@ -383,7 +385,12 @@ def _guard_outputs(values: dict, sources: list, cli: bool) -> None:
     protected = [p for s in sources for p in protected_paths(s)]
     for name in OUTPUTS:
         if values.get(name) is not None and protected:
-            guard_output(values[name], protected, option=OPTIONS[name][0] if cli else name)
+            guard_output(values[name], protected, option=_label(name, cli))
+
+
+def _label(name: str, cli: bool) -> str:
+    """How the user named the option: its CLI flag, or the API keyword."""
+    return OPTIONS[name][0] if cli else API_NAMES.get(name, name)
 
 
 def model_origin(model) -> list:
