@@ -5,7 +5,6 @@ metadata "eigenscope.rows" = the analysis rows as JSON, "eigenscope.source" = wh
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
