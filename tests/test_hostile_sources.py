@@ -174,6 +174,14 @@ def test_index_path_outside_the_folder_is_refused_before_opening(shard, tmp_path
     assert opened == []
 
 
+def test_index_listing_no_tensors_is_one_line(tmp_path):
+    """Found by benchmarks/fuzz.py: an empty weight_map once ended in an IndexError."""
+    folder = save_sharded(state_dict(TinyLlama()), tmp_path / "hf")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+    for cmd in (["analyze", folder], ["compress", folder, "--ratio", "0.5", "--out", tmp_path / "o"]):
+        assert_user_error(*run_cli(*cmd)[::2], "model.safetensors.index.json", "no tensors")
+
+
 def test_index_naming_a_missing_shard_or_a_wrong_one(tmp_path):
     folder = save_sharded(state_dict(TinyLlama()), tmp_path / "hf")
     index = folder / "model.safetensors.index.json"

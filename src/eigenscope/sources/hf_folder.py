@@ -77,6 +77,8 @@ def shard_map(index: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
         raise SourceError(f"{index}: not a shard index (no weight_map of tensor -> file)")
+    if not weight_map:
+        raise SourceError(f"{index}: the shard index lists no tensors")
     for shard in sorted(set(weight_map.values())):
         rel = PurePosixPath(shard.replace("\\", "/"))
         if not shard or rel.is_absolute() or ".." in rel.parts or ":" in shard:

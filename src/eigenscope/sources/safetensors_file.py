@@ -40,6 +40,8 @@ class SafetensorsSource(Source):
     def __init__(self, files: list[Path], *, gpt2: bool | None = None, tie: bool = False):
         from safetensors import safe_open
 
+        if not files:
+            raise SourceError("no safetensors file to read")
         self.description = str(files[0].parent if len(files) > 1 else files[0])
         self._handles, self._where, raw = [], {}, []
         for path in files:
