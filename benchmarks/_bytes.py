@@ -10,7 +10,6 @@ import copy
 import time
 
 import pandas as pd
-import torch
 
 import eigenscope
 from eigenscope.compression import StatsCache, statistics

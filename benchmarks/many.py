@@ -200,11 +200,11 @@ def trajectory(table, losses):
     x = {"values": {s: step for s, step in zip(table["source"], table["step"])}}
     alpha, srank = role_medians(table, x, "alpha"), role_medians(table, x, "stable_rank")
     roles = [r for r in ("q", "k", "v", "o", "up", "down", "embed", "head") if r in alpha]
-    print(f"\nmedian alpha per role by step (val loss in nats per byte)")
+    print("\nmedian alpha per role by step (val loss in nats per byte)")
     print(f"{'step':>6}{'loss':>7}" + "".join(f"{r:>7}" for r in roles))
     for step in alpha.index:
         print(f"{step:>6}{losses[step]:>7.3f}" + "".join(f"{alpha.at[step, r]:>7.2f}" for r in roles))
-    print(f"\nmedian stable rank per role by step")
+    print("\nmedian stable rank per role by step")
     print(f"{'step':>6}" + "".join(f"{r:>7}" for r in roles))
     for step in srank.index:
         print(f"{step:>6}" + "".join(f"{srank.at[step, r]:>7.1f}" for r in roles))

@@ -11,6 +11,7 @@ MODULES = [
     "eigenscope.engines.many", "eigenscope.engines.resources",
     "eigenscope.nn.fuse", "eigenscope.nn.quant", "eigenscope.maths.quant", "eigenscope.compression.quantize",
     "eigenscope.compression.latency",
+    "eigenscope.validate", "eigenscope._json",
 ]
 
 

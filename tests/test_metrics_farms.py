@@ -7,8 +7,6 @@ from eigenscope.maths.powerlaw import fit_powerlaw
 from eigenscope.maths.spectrum import eigvals
 
 
-
-
 def test_window_layout_stride_half_and_flush_last():
     assert window_starts(576, 512) == [0, 64]                 # stride 256, last flush
     assert window_starts(1536, 512) == [0, 256, 512, 768, 1024]

@@ -9,8 +9,6 @@ from eigenscope.maths.mp import gd_omega, gd_rank, mp_density, mp_median, mp_met
 from eigenscope.maths.spectrum import eigvals
 
 
-
-
 def _median_by_substitution(gamma):
     """Independent MP median: x = a + (b - a) sin^2(t) removes both square-root edges, so a
     plain trapezoid on t in [0, pi/2] converges fast; then invert the CDF by interpolation."""

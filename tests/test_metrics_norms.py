@@ -9,8 +9,6 @@ from eigenscope.maths.norms import norm_metrics
 from eigenscope.maths.spectrum import eigvals
 
 
-
-
 def _planted(m, n, r, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(m, r, generator=g, dtype=torch.float64) @ \

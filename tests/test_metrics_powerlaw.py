@@ -9,8 +9,6 @@ import torch
 from eigenscope.maths.powerlaw import fit_powerlaw, powerlaw_candidates
 
 
-
-
 def _loop_fit(x, min_tail=10, sup=False):
     """Reference: one xmin candidate at a time, written from Clauset et al. directly."""
     x = np.sort(x)

@@ -10,8 +10,6 @@ from eigenscope.maths.randomize import js_distance, log_esd_distance, randomizat
 from eigenscope.maths.spectrum import eigvals
 
 
-
-
 def _gauss(m, n, seed, sigma=0.05):
     return sigma * torch.randn(m, n, generator=torch.Generator().manual_seed(seed))
 

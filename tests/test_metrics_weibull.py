@@ -9,8 +9,6 @@ from scipy.stats import halfnorm
 from eigenscope.maths.weibull import fit_weibull, sample_abs
 
 
-
-
 def _population_fit(ppf):
     """The fit's large-sample limit: least squares of ln(-ln(1-F)) on ln Q(F), F ~ U(0.1, 0.9)."""
     F = np.linspace(0.1, 0.9, 200_001)

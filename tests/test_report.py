@@ -1,7 +1,6 @@
 """Plots, the HTML report and the comparison of two checkpoints, on tiny in-file models."""
 import base64
 import json
-import math
 import re
 
 import numpy as np

@@ -136,3 +136,32 @@ def test_trajectory_page_selector_and_moved_rows(browser, tmp_path, artifacts):
     assert browser.find_element(By.ID, "filter").get_attribute("value") == name
     assert browser.execute_script("return [...document.images].every(x => x.naturalWidth > 0)")
     browser.save_screenshot(str(artifacts / "trajectory.png"))
+
+
+def test_hostile_names_neither_blank_nor_script_the_pages(browser, tmp_path):
+    """Class 4: names holding <!--<script>, </script>, <img onerror> are shown as text; the
+    page's own script still runs (rows, one-sided list) and nothing of the names executes."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    from test_hostile_report import hostile_frame, hostile_model
+
+    df = hostile_frame()
+    out = tmp_path / "hostile.html"
+    build_report(df, out=out, title="<!--<script> title")
+    a, b = hostile_model(), hostile_model()
+    b.add_module("<!--<script>extra", nn.Linear(16, 8))
+    cmp_out = tmp_path / "hostile-compare.html"
+    compare(a, b, out=cmp_out, metrics="norms")
+    for page, names in ((out, df["name"].tolist()), (cmp_out, df["name"].tolist())):
+        browser.get(page.as_uri())
+        _wait(browser, "return document.querySelectorAll('#rows tbody tr.row').length > 0")
+        cells = browser.execute_script(
+            "return [...document.querySelectorAll('#rows tbody tr.row td:first-child')]"
+            ".map(td => td.textContent)")
+        assert sorted(cells) == sorted(names)           # every name, shown as plain text
+        assert browser.title != "pwned"
+        assert not browser.execute_script("return [...document.images].some(i => i.getAttribute('src') === 'x')")
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text
+    assert "<!--<script>extra.weight" in browser.find_element(By.ID, "onesided").text

@@ -10,6 +10,7 @@ from eigenscope.errors import SourceError
 from eigenscope.sources import open_source
 from eigenscope.sources.builtin import resolve_builtin
 from eigenscope.sources.matrices import iter_matrices, plan_matrices
+from eigenscope.sources.names import gguf_to_hf
 
 gguf = pytest.importorskip("gguf")
 
@@ -123,13 +124,18 @@ def test_k_quant_blocks_dequantised_in_out_in_layout(qtype, tmp_path):
     np.testing.assert_array_equal(W.numpy(), expected.astype(np.float32))
 
 
-def test_unsupported_gguf_type_is_a_clear_error(tmp_path, monkeypatch):
+def test_unsupported_gguf_type_is_a_row_status_not_an_error(tmp_path, monkeypatch):
     from eigenscope.sources import gguf_file
-    path = save_gguf({"model.layers.0.self_attn.q_proj.weight": torch.randn(4, 32)},
+    path = save_gguf({"model.layers.0.self_attn.q_proj.weight": torch.randn(4, 32),
+                      "model.layers.0.self_attn.k_proj.weight": torch.randn(4, 32)},
                      tmp_path / "u.gguf", "Q8_0")
     monkeypatch.setattr(gguf_file, "SUPPORTED", {"F32"})
-    with pytest.raises(SourceError, match=r"u\.gguf.*unsupported type Q8_0"):
-        list(iter_matrices(open_source(path)))
+    with open_source(path) as src:
+        rows = list(iter_matrices(src))
+        assert [(m.problem[0], W.numel()) for m, W in rows] == [("unsupported", 0)] * 2
+        assert "Q8_0" in rows[0][0].problem[1]
+        with pytest.raises(SourceError, match=r"u\.gguf.*Q8_0"):   # read directly: one line
+            src.read(rows[0][0].name)
 
 
 # --- the real SmolLM2-135M file (Q4_1 blocks, Q8_0 embedding) ---
@@ -144,9 +150,9 @@ def smollm2():
         yield src
 
 
-def _raw(reader, gguf_name):
-    t = next(t for t in reader.tensors if t.name == gguf_name)
-    return t.tensor_type.name, np.asarray(t.data)  # (rows, bytes per row), uint8
+def _raw(src, hf_name):
+    t = next(t for t in src.header.tensors if gguf_to_hf(t.name, src.arch) == hf_name)
+    return t.type_name, np.asarray(src.raw(hf_name))  # (rows, bytes per row), uint8
 
 
 def _deq_q8_0(raw):  # blocks of 34 bytes: d f16, 32 x int8; y = d * q
@@ -217,7 +223,7 @@ def test_smollm2_rows(smollm2):
     ("token_embd.weight", "model.embed_tokens.weight", _deq_q8_0, 49152),
 ])
 def test_smollm2_dequantisation_matches_the_block_format(smollm2, gguf_name, hf_name, deq, nrows):
-    qtype, raw = _raw(smollm2.reader, gguf_name)
+    qtype, raw = _raw(smollm2, hf_name)
     (meta, W), = iter_matrices(smollm2, layers=rf"^{hf_name}$")
     assert meta.dtype == qtype and W.shape == (nrows, 576)
     if "k_proj" in hf_name:  # back to the file's rotary row order (3 kv heads) to compare bytes

@@ -41,6 +41,10 @@ def compare(a, b=None, *, k: int = 8, out=None, title: str | None = None, movers
             raise ArgumentError("compare of a series returns a table; its page is "
                                 "`eigenscope report TABLE` on the analyze_many table")
         return compare_series(a, against=against, k=k, progress=progress, **analyze_kw)
+    from .validate import check
+
+    check("compare", source=a, reference=b, k=k, movers=movers, title=title, out_html=out,
+          sources=[a, b], **analyze_kw)
     _check_readable(a), _check_readable(b)        # fail on a bad B before analysing A
     sa, sb = _side(a, progress, analyze_kw), _side(b, progress, analyze_kw)
     frame = _pair(sa, sb, k, progress)
@@ -218,7 +222,8 @@ def _named(source):
     src = open_source(source)
     try:
         for meta, W in iter_matrices(src):
-            yield meta.name, W
+            if not meta.problem:      # an unreadable tensor has a row, but no matrix to compare
+                yield meta.name, W
     finally:
         src.close()
 

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from .inputs import (HELD_OUT_SKIP, batch_len, call_model, model_batches, text_windows,
                      tokenizer_for)
-from .errors import EigenscopeError
 
 
 def evaluate(model, inputs=None, *, reference=None, tokenizer=None, seq_len: int = 256,
@@ -32,7 +31,9 @@ def evaluate(model, inputs=None, *, reference=None, tokenizer=None, seq_len: int
     default 0 for a given text and HELD_OUT_SKIP (inputs.py) for the default pydoc text, past
     what `compress` calibrates on by default."""
     from .models import load_model
+    from .validate import check_args
 
+    check_args("evaluate", locals(), source=model)      # every option, before any work
     if not isinstance(model, torch.nn.Module):
         model, tok = load_model(model)
         tokenizer = tokenizer or tok

@@ -55,12 +55,17 @@ assert set(GROUP_FUNCS) == set(METRIC_GROUPS)
 DEGENERATE_OK = ("norms",)
 
 
-def matrix_status(W: torch.Tensor) -> tuple[str, str]:
-    """(status, warning) of a matrix before any metric: bad tensors get a status, not an error."""
+def matrix_status(W: torch.Tensor, meta=None) -> tuple[str, str]:
+    """(status, warning) of a matrix before any metric: bad tensors get a status, not an error.
+    A source that could not read the tensor says why in `meta.problem` (status, warning)."""
+    problem = getattr(meta, "problem", None)
+    if problem:
+        return problem
     m, n = W.shape
     # One reduction pass in the common case: a finite, non-zero sum of |w| means finite and
     # non-zero entries (the sum can overflow for huge finite entries: then count exactly).
-    total = float(W.abs().sum(dtype=torch.float32))
+    # vector_norm reduces |w| without materialising it (W.abs() would copy a 250 MiB matrix).
+    total = float(torch.linalg.vector_norm(W, 1, dtype=torch.float32))
     if not math.isfinite(total):
         bad = int((~torch.isfinite(W)).sum())
         if bad:
@@ -70,6 +75,22 @@ def matrix_status(W: torch.Tensor) -> tuple[str, str]:
     if min(m, n) < 2:
         return "degenerate", f"a {m}x{n} matrix has one singular value; only norms computed"
     return "ok", ""
+
+
+def solve_spectra(mats: list, *, dev, precision: str) -> list[tuple]:
+    """(eigenvalues ascending as numpy float64, None) per same-shape matrix, or (None, warning)
+    for a matrix whose eigenvalue problem failed every way (status "failed"); one call."""
+    from ..maths.spectrum import eigvals_checked
+
+    if not mats:
+        return []
+    stack = mats[0][None] if len(mats) == 1 else torch.stack(mats)   # (b, m, n); one: no copy
+    lam, failed = eigvals_checked(stack.to(dev), precision=precision)  # (b, M), (b,)
+    lam, failed = lam.cpu().numpy(), failed.cpu().tolist()
+    return [(None, FAILED_WARNING) if f else (lam[j], None) for j, f in enumerate(failed)]
+
+
+FAILED_WARNING = "eigenvalues failed in float32, float64 and as an SVD; metrics skipped"
 
 
 def compute_metrics(W: torch.Tensor, lam: np.ndarray, groups, *, status: str, seed: int) -> dict:

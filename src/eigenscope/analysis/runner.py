@@ -21,9 +21,8 @@ import torch
 
 from .._memory import Budget, human, memory_budget
 from .._progress import progress_bar
-from ..maths.spectrum import eigvals
 from .batches import plan_batches
-from .metrics import compute_metrics, matrix_status
+from .metrics import compute_metrics, matrix_status, solve_spectra
 from .schema import COLUMNS, resolve_metrics
 
 
@@ -55,7 +54,9 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     """
     from ..sources import open_source
     from ..sources.matrices import plan_matrices
+    from ..validate import check_args
 
+    check_args("analyze", locals(), sources=[source])   # every option, before any work
     groups = resolve_metrics(metrics)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     workers = workers or min(4, os.cpu_count() or 1)
@@ -167,14 +168,15 @@ def _threads_per_worker(workers: int):
 
 def _batch_rows(batch, *, groups, seed, dev, precision, spectra) -> list[dict]:
     """Rows of a batch of same-shape matrices: one Gram + eigvalsh call, then metrics per matrix."""
-    checked = [(meta, W, *matrix_status(W)) for meta, W in batch]
+    checked = [(meta, W, *matrix_status(W, meta)) for meta, W in batch]
     good = [i for i, c in enumerate(checked) if c[2] in ("ok", "degenerate")]
     lams = {}
-    if good:
-        mats = [checked[i][1] for i in good]
-        stack = (mats[0][None] if len(mats) == 1 else torch.stack(mats)).to(dev)  # (b, m, n)
-        lam = eigvals(stack, precision=precision).cpu().numpy()      # (b, M) ascending
-        lams = {i: lam[j] for j, i in enumerate(good)}
+    solved = solve_spectra([checked[i][1] for i in good], dev=dev, precision=precision)
+    for i, (lam, failure) in zip(good, solved):       # lam: (M,) ascending
+        if failure:
+            checked[i] = (*checked[i][:2], "failed", failure)
+        else:
+            lams[i] = lam
     rows = []
     for i, (meta, W, status, warning) in enumerate(checked):
         if i in lams:

@@ -22,7 +22,9 @@ def is_spectra_file(path: Path) -> bool:
     try:
         with safe_open(str(path), framework="pt") as f:
             return ROWS_KEY in (f.metadata() or {})
-    except Exception:
+    except BaseException as e:  # a Rust panic is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         return False
 
 

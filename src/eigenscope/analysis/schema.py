@@ -42,7 +42,11 @@ STATUSES = {
     "nan_inf": "the matrix has NaN or Inf entries: metrics skipped",
     "zero": "all entries are zero: metrics skipped",
     "degenerate": "one singular value (a 1 x n matrix): only norms computed",
-    "failed": "the source (or this part of it) could not be read: no metrics; the warning says why",
+    "failed": "no metrics: the source (or this part of it) could not be read, or the eigenvalue "
+              "problem failed (float32, float64 and an SVD); the warning says why",
+    "truncated": "the file ends before this tensor's data (an interrupted download?): not read",
+    "unsupported": "of a type eigenscope cannot analyse (a GGUF quantisation it cannot decode, "
+                   "a complex tensor): not analysed",
 }
 GOOD_STATUSES = ("ok", "partial")
 

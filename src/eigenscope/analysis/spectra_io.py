@@ -5,7 +5,6 @@ metadata "eigenscope.rows" = the analysis rows as JSON, "eigenscope.source" = wh
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pandas as pd
 import torch
 
 from .._io import atomic_write
+from .._json import loads_bounded
 from ..errors import EigenscopeError
 from .schema import COLUMNS
 
@@ -41,15 +41,14 @@ def load_spectra(path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            sv = {k: f.get_tensor(k).numpy() for k in f.keys()}
-    except Exception as e:
+            sv = {k: f.get_tensor(k).double().numpy().ravel() for k in f.keys()}
+    except BaseException as e:  # a Rust panic is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
         raise EigenscopeError(f"{path}: not a readable spectra file ({type(e).__name__})") from None
     if ROWS_KEY not in meta:
         raise EigenscopeError(f"{path}: no eigenscope rows in its metadata (not a spectra file?)")
-    df = pd.read_json(_StringIO(meta[ROWS_KEY]), orient="records")
-    return df.reindex(columns=COLUMNS), sv
-
-
-def _StringIO(text: str):
-    import io
-    return io.StringIO(text)
+    rows = loads_bounded(meta[ROWS_KEY], what=f"{path}: its rows", error=EigenscopeError)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise EigenscopeError(f"{path}: its rows are not a list of records (not a spectra file?)")
+    return pd.DataFrame.from_records(rows).reindex(columns=COLUMNS), sv

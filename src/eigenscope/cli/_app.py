@@ -16,7 +16,10 @@ app = typer.Typer(
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
-                                       is_eager=True)):
+                                       is_eager=True),
+          debug: bool = typer.Option(False, "--debug",
+                                     help="Show the full traceback of any error (anywhere on "
+                                          "the command line).")):
     """Read the weight matrices of a neural network, diagnose them through their spectra, and act."""
     if version:
         from .. import __version__

@@ -45,10 +45,13 @@ def analyze(
 
     Exit code 1 when some sources failed (their rows have status "failed"), 2 on bad input.
     """
-    if out is not None:
-        _check_table_suffix(out)
+    from ..validate import check
+
     options = dict(metrics=metrics, layers=layers, device=device, workers=workers, seed=seed,
                    max_memory=max_memory)
+    for source in sources:   # every option and source, before any work
+        check("analyze", cli=True, source=source, save_spectra=save_spectra, out_table=out,
+              rows=rows, sources=sources, **options)
     if len(sources) > 1 or ray is not None or resume:
         return _analyze_many(sources, out, ray, resume, save_spectra, options)
     _analyze_one(sources[0], out, rows, save_spectra, options)
@@ -117,14 +120,6 @@ def _print_sources(df) -> list[str]:
                       str(bad), _fmt(s["alpha_median"]), _fmt(s["stable_rank_mean"]))
     Console().print(table)
     return failed
-
-
-def _check_table_suffix(out: Path) -> None:
-    from ..analysis.tables import WRITERS
-    from ..errors import EigenscopeError
-
-    if out.suffix.lower() not in WRITERS:
-        raise EigenscopeError(f"{out}: unknown table format; use .csv, .json or .parquet")
 
 
 def _print_table(df, rows: int) -> None:

@@ -45,9 +45,13 @@ def compress(
 ):
     """Compress SOURCE with low-rank factors and save it; `eigenscope.load(OUT)` reads it back."""
     from ..compression.api import compress as run
+    from ..validate import check
 
+    check("compress", cli=True, source=source, ratio=ratio, method=method, allocation=allocation,
+          layers=layers, n_seqs=seqs, seq_len=seq_len, multiple=multiple, calib_file=calib,
+          out_model=out, max_memory=max_memory, objective=objective, sources=[source])
     bits = _quant_bits(quantize)
-    calibration = _read_text(calib)
+    calibration = _read_text(calib, "--calib")
     result, plan = run(source, ratio=ratio, method=method, allocation=allocation,
                        calibration=calibration, layers=layers, n_seqs=seqs, seq_len=seq_len,
                        multiple=multiple, out=None if bits else out, max_memory=max_memory,
@@ -78,8 +82,11 @@ def evaluate(
 ):
     """Perplexity, size and speed of MODEL; with --reference, KL and top-1 agreement (or cosine)."""
     from ..evaluation import evaluate as run
+    from ..validate import check
 
-    res = run(model, _read_text(text), reference=reference, seq_len=seq_len, max_tokens=max_tokens,
+    check("evaluate", cli=True, source=model, reference=reference, seq_len=seq_len,
+          max_tokens=max_tokens, skip_tokens=skip_tokens, text_file=text)
+    res = run(model, _read_text(text, "--text"), reference=reference, seq_len=seq_len, max_tokens=max_tokens,
               skip_tokens=skip_tokens)
     width = max(len(k) for k in res)
     for k, v in res.items():
@@ -106,12 +113,15 @@ def _quantize_and_save(model, plan, bits: int, layers, out: Path) -> Path:
     return save(model, out, plan=plan)
 
 
-def _read_text(path: Optional[Path]):
-    from ..errors import EigenscopeError
+def _read_text(path: Optional[Path], option: str):
+    from ..errors import ArgumentError
 
     if path is None:
         return None
     try:
         return path.read_text(encoding="utf-8")
     except OSError as e:
-        raise EigenscopeError(f"{path}: cannot read ({e.strerror})") from None
+        raise ArgumentError(f"{option}: {path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ArgumentError(f"{option}: {path} is not UTF-8 text (byte {e.start}); give a text "
+                            "file") from None

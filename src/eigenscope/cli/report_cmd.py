@@ -27,8 +27,10 @@ def report(
 ):
     """Write a self-contained HTML report: summary, sortable table, per-layer plots."""
     from ..report.api import report_from_source
+    from ..validate import check
 
-    _check_html(out)
+    check("report", cli=True, source=source, out_html=out, plots=plots, layers=layers,
+          metrics=metrics, title=title, sources=[source])
     kw = {} if _is_table(source) else dict(layers=layers, metrics=metrics, progress=True)
     path = report_from_source(source, out, title=title, plots=plots, **kw)
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
@@ -47,8 +49,10 @@ def compare(
     """Compare two checkpoints matrix by matrix: metric deltas, subspace overlap, one-sided matrices."""
     from ..analysis.tables import write_table
     from ..comparison import compare as run
+    from ..validate import check
 
-    _check_html(out)
+    check("compare", cli=True, source=a, reference=b, out_html=out, k=k, table=table,
+          layers=layers, metrics=metrics, sources=[a, b])
     kw = {} if _is_table(a) and _is_table(b) else dict(layers=layers, metrics=metrics)
     frame = run(a, b, k=k, out=out, progress=True, **kw)
     only_a, only_b = frame.attrs["only_a"], frame.attrs["only_b"]
@@ -66,9 +70,3 @@ def compare(
 def _is_table(source: str) -> bool:
     from ..analysis.saved import is_analysis
     return is_analysis(source)
-
-
-def _check_html(out: Path) -> None:
-    from ..errors import EigenscopeError
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise EigenscopeError(f"{out}: the report is an HTML file; give --out NAME.html")

@@ -23,7 +23,7 @@ from torch import nn
 
 from .._memory import memory_budget
 from ..inputs import DEFAULT_CALIB_SEQS, DEFAULT_SEQ_LEN, model_batches, tokenizer_for
-from .allocate import allocate, check_ratio
+from .allocate import allocate
 from .latency import add_predicted_time, objective_cost
 from .methods import resolve
 from .registry import CallState
@@ -84,9 +84,12 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     per block.
     """
     opts = {k: v for k, v in locals().items() if k not in ("model", "method")}
+    from ..validate import check_args
+
+    # every option, before any work; `out` is checked as an output that must not be a source
+    check_args("compress", opts | {"method": method}, source=model,
+               **({"out_model": out} if out is not None else {}))
     t0 = time.perf_counter()
-    if isinstance(allocation, str) and allocation in ("global", "knapsack", "uniform"):
-        check_ratio(ratio)
     cfg, handler = resolve(method)
     onloader = _onloader(model)
     try:

@@ -19,12 +19,15 @@ import torch
 from torch import nn
 
 from .._io import atomic_write
+from .._json import loads_bounded
 from ..errors import EigenscopeError
 from ..nn.surgery import is_lowrank_host, lowrank_like, lowrank_types, set_module
 from ..nn.surgery import matrix_shape as _matrix_shape
 from ..sources.formats import SAVE_FILE, SAVE_INDEX, SAVE_KEY, save_metadata
-from ..sources.skeleton import Filler, build, config_from_dict, model_class
+from ..sources.skeleton import Filler, build
+from ..validate import check, model_origin
 from .quantize import quant_metadata, restore_quant
+from .save_check import check_save, file_shapes
 
 FORMAT = "eigenscope-lowrank-1"
 SHARD = "model-{:05d}.safetensors"
@@ -119,6 +122,7 @@ def save(model: nn.Module, path, *, plan=None, tokenizer=None) -> Path:
     """Write `model` to the folder `path` (shards + index, atomically) and return it; a path
     ending in .safetensors gets one file with the metadata in its header instead."""
     path = Path(path)
+    check("save", out_model=path, sources=model_origin(model))   # never over the model's source
     tensors, tied = dedup(model.state_dict())
     meta = metadata(model, plan=plan, tied=tied)
     if path.suffix == ".safetensors":
@@ -154,25 +158,35 @@ def load(path, *, model: nn.Module | None = None, dtype=None) -> nn.Module:
     model -- a skeleton of the original architecture, needed only for non-Hugging Face modules
              (eigenscope never rebuilds arbitrary Python classes)
     dtype -- convert floating tensors to it as they are read (None: keep the stored dtype)
+
+    Everything the metadata says is checked (save_check) before any weight is allocated.
     """
     meta, files = _read_save(Path(path))
+    shapes = {k: s for f in files for k, s in file_shapes(f).items()}   # headers whole
+    where = files[0] if len(files) == 1 else _index_of(Path(path))      # where the metadata is
+    spec = check_save(where, meta, shapes, model=model,
+                      file_bytes=sum(f.stat().st_size for f in files))
     if model is None:
-        model = _skeleton(meta, path)
-    _swap_lowrank(model, _ranks(meta, path), path)
-    restore_quant(model, meta, str(path))
+        model = build(spec.config, spec.cls, dtype=spec.dtype)
+    _swap_lowrank(model, spec.ranks, where)
+    restore_quant(model, meta, str(where))
     filler = Filler(model)
     by_alias = {a: canon for canon, names in filler.aliases.items() for a in names}
     assigned = [t for f in files for t in _fill(filler, by_alias, f, dtype)]
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    for alias, kept in json.loads(meta.get("tied", "{}")).items():
+    for alias, kept in spec.tied.items():
         if alias in by_alias and kept in by_alias:
             for mod, leaf in filler.owners[by_alias[alias]]:
                 mod._parameters[leaf] = filler.get(by_alias[kept])
     missing = Filler(model).missing(assigned)
     if missing:
-        raise EigenscopeError(f"{path}: tensors missing from the save ({missing[:3]} ...)")
+        raise EigenscopeError(f"{where}: tensors missing from the save ({missing[:3]} ...)")
     return model.eval()
+
+
+def _index_of(path: Path) -> Path:
+    return path if path.name.endswith(".index.json") else path / SAVE_INDEX
 
 
 def _read_save(path: Path) -> tuple[dict, list[Path]]:
@@ -184,34 +198,17 @@ def _read_save(path: Path) -> tuple[dict, list[Path]]:
     index = folder / SAVE_INDEX if path.is_dir() or path.name.endswith(".index.json") else None
     if index is None or not index.is_file():
         return meta, [path if path.suffix == ".safetensors" else folder / SAVE_FILE]
-    weight_map = json.loads(index.read_text()).get("weight_map") or {}
+    doc = loads_bounded(index.read_bytes(), what=f"{index}")
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise EigenscopeError(f"{index}: the index lists no tensors")
     files = []
     for name in dict.fromkeys(weight_map.values()):
-        f = (folder / name).resolve()
+        f = (folder / str(name)).resolve()
         if f.parent != folder.resolve() or not f.is_file():
-            raise EigenscopeError(f"{index}: shard {name!r} is missing or outside the folder")
+            raise EigenscopeError(f"{index}: shard {str(name)[:80]!r} is missing or outside the folder")
         files.append(f)
     return meta, files
-
-
-def _skeleton(meta: dict, path) -> nn.Module:
-    if "hf_config" not in meta:
-        raise EigenscopeError(f"{path}: not a Hugging Face model; pass load(path, model=skeleton)")
-    cfg = json.loads(meta["hf_config"])
-    config = config_from_dict(cfg)
-    dtype = getattr(torch, str(cfg.get("dtype") or "float32").replace("torch.", ""), torch.float32)
-    return build(config, model_class(config, meta.get("hf_class")), dtype=dtype)
-
-
-def _ranks(meta: dict, path) -> dict[str, int]:
-    try:
-        ranks = json.loads(meta["ranks"])
-    except (KeyError, ValueError, TypeError):
-        raise EigenscopeError(f"{path}: the save's ranks are unreadable") from None
-    if not isinstance(ranks, dict) or not all(
-            isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks.values()):
-        raise EigenscopeError(f"{path}: the save's ranks must be positive integers")
-    return ranks
 
 
 def _swap_lowrank(model: nn.Module, ranks: dict[str, int], path) -> None:

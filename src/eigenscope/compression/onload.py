@@ -127,6 +127,9 @@ def _embedding_params(model: nn.Module, side: str) -> set[int]:
 def _config_and_tokenizer(path: Path):
     import transformers as tf
 
+    from ..sources.hf_folder import read_config
+    from ..sources.skeleton import config_from_dict
+
     kw = {}
     if path.suffix == ".gguf":
         path, kw = path.parent, {"gguf_file": path.name}
@@ -134,7 +137,12 @@ def _config_and_tokenizer(path: Path):
         raise SourceError(f"{path}: compressing from disk needs a config.json beside the weights "
                           "(a Hugging Face folder) or a .gguf file")
     try:
-        config = tf.AutoConfig.from_pretrained(path, trust_remote_code=False, **kw)
+        if kw:
+            config = tf.AutoConfig.from_pretrained(path, trust_remote_code=False, **kw)
+        else:   # our bounded reader, and the allow-listed rebuild (no auto_map, no kernels)
+            config = config_from_dict(read_config(path))
+    except SourceError as e:
+        raise SourceError(f"{path / 'config.json'}: {e}") from None
     except (OSError, ValueError) as e:
         raise SourceError(f"{path}: cannot read the model's config ({str(e).splitlines()[0]})") from None
     if hasattr(config, "quantization_config"):

@@ -11,7 +11,6 @@ rows (metadata) and every row's covariance eigenvalues (what the report draws it
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 

@@ -34,6 +34,8 @@ def read_matrix(name: str, source) -> tuple[torch.Tensor, object]:
     src = open_source(source)
     try:
         for meta, W in iter_matrices(src, layers=f"^{re.escape(name)}$"):
+            if meta.name == name and meta.problem:
+                raise EigenscopeError(f"{name}: not readable ({meta.problem[1]})")
             if meta.name == name:
                 return W.clone(), meta
     finally:

@@ -37,7 +37,9 @@ def build_report(df: pd.DataFrame, spectra=None, *, title: str = "eigenscope rep
                   Every other row with a spectrum is drawn in the browser from a compact copy.
     """
     from ..plot.summary import counts, flags
+    from ..validate import check
 
+    check("report", plots=plots, max_images=max_images, title=title, out_html=out)
     if "name" not in df:
         raise EigenscopeError("the analysis has no 'name' column (not an eigenscope table?)")
     from .trajectory import is_series, trajectory_report
@@ -65,7 +67,10 @@ def report_from_source(source, out, *, title: str | None = None, plots="flagged"
     """Analyse a model (or read a saved analysis) and write its report to `out`."""
     from ..hidden_states.io import is_activations
     from ..analysis.saved import load_any
+    from ..validate import check
 
+    check("report", source=source, plots=plots, max_images=max_images, title=title, out_html=out,
+          sources=[source], **{k: v for k, v in analyze_kw.items() if k != "progress"})
     if is_activations(source):                 # an activations table: its own page
         from .activations_view import activations_report_from_file
         return activations_report_from_file(source, out, title=title)

@@ -22,9 +22,18 @@ def _finite(x):
     return x
 
 
+# Characters escaped inside the page's JSON: every "<" (so neither "</script" nor "<!--" can end
+# or re-open the element: "<!--<script>" in a tensor name once made the rest of the page
+# vanish), ">" and "&" for good measure, and the line separators older parsers choke on. Each
+# becomes its \uXXXX escape, which JSON.parse reads back as the same character.
+_SCRIPT_ESCAPES = {c: f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+_SCRIPT_UNSAFE = re.compile("[<>&\u2028\u2029]")
+
+
 def _script_json(data) -> str:
-    # JSON inside <script>: "</" would end the element early, so escape it.
-    return json.dumps(_finite(data), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON to embed in <script type="application/json">, with no "<" left in it."""
+    text = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False)
+    return _SCRIPT_UNSAFE.sub(lambda m: _SCRIPT_ESCAPES[m.group(0)], text)
 
 
 def render_page(data: dict, *, scripts: tuple[str, ...] = ()) -> str:

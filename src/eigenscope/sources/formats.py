@@ -9,12 +9,12 @@ format is its Source class plus its entries here (SUFFIXES or MAGIC, and `_open_
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from .._json import read_json
 from ..errors import SourceError
-from .base import Source
+from .base import Source, regular_file
 from .builtin import BUILTINS, resolve_builtin
 
 SAVE_KEY = "eigenscope_format"        # metadata key present in every eigenscope save
@@ -38,7 +38,33 @@ def locate(spec) -> Path:
     if not path.exists():
         hint = f" (built-in names: {', '.join(BUILTINS)})" if len(path.parts) == 1 else ""
         raise SourceError(f"{path}: no such file or folder{hint}")
+    if not path.is_dir():
+        regular_file(path)   # a FIFO or a device is never opened: reading would block
     return path
+
+
+def protected_paths(spec) -> list[Path]:
+    """What reading `spec` reads, as paths no output may write over (`_io.guard_output`): a
+    folder source whole; a file source and the config.json beside it (read for its flags); for
+    an index or config.json, its folder. [] for in-memory models and paths that do not exist."""
+    if isinstance(spec, str) and spec in BUILTINS:
+        try:
+            path = resolve_builtin(spec)
+        except SourceError:
+            return []
+    elif isinstance(spec, (str, os.PathLike)) and str(spec):
+        path = Path(spec)
+    else:
+        return []
+    try:
+        if not path.exists():
+            return []
+    except OSError:   # a name too long to be a path: nothing there to protect
+        return []
+    if path.is_dir() or path.name.endswith(".index.json") or path.name == "config.json":
+        return [path if path.is_dir() else path.parent]
+    config = path.parent / "config.json"
+    return [path] + ([config] if config.is_file() else [])
 
 
 def detect(path: Path) -> str:
@@ -90,15 +116,18 @@ def _safetensors_metadata(path: Path) -> dict:
     try:
         with safe_open(str(path), "pt") as fh:
             return dict(fh.metadata() or {})
-    except Exception:  # not ours to diagnose here: the readers give the one-line error
+    except BaseException as e:  # not ours to diagnose here: the readers give the one-line error
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):   # (a Rust panic is a BaseException)
+            raise
         return {}
 
 
 def _index_metadata(index: Path) -> dict | None:
     try:
-        meta = json.loads(index.read_text()).get("metadata") or {}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        data = read_json(index)
+    except SourceError:
         return None
+    meta = data.get("metadata") if isinstance(data, dict) else None
     return meta if isinstance(meta, dict) and SAVE_KEY in meta else None
 
 

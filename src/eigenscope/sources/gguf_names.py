@@ -19,16 +19,18 @@ _EXPERT = re.compile(r"\.experts\.(\d+)\.")
 _SUFFIX = (".weight", ".bias")
 
 
-def gguf_checkpoint_names(reader, arch: str, experts: int | None = None) -> dict | None:
+def gguf_checkpoint_names(fields: dict, tensors: list[str], arch: str,
+                          experts: int | None = None) -> dict | None:
     """{GGUF name: (checkpoint name, checkpoint shape), or a list of them, one per expert of a
     stacked tensor}; None when unknown. Shapes come from the config and may be wrong where
     transformers' table misses a key: use one only when its number of elements agrees.
+    fields: the header's metadata values (arrays as None); tensors: the file's tensor names.
     `experts`: the file's "<arch>.expert_count" (transformers does not read it for "llama")."""
     try:
         import gguf
 
         from .naming import checkpoint_map
-        config = _config(reader, arch, experts)
+        config = _config(fields, tensors, arch, experts)
         arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
         name_map = gguf.get_tensor_name_map(arch_id, int(text.num_hidden_layers))
@@ -64,7 +66,7 @@ _MODEL_TYPES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gp
                 "minimax-m2": "minimax_m2", "command-r": "cohere", "gemma3": "gemma3_text"}
 
 
-def _config(reader, arch: str, experts: int | None):
+def _config(fields: dict, tensors: list[str], arch: str, experts: int | None):
     """The transformers config the GGUF metadata describes, through transformers' own table of
     GGUF keys (GGUF_CONFIG_MAPPING); array fields (the tokenizer's) are never parsed."""
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
@@ -73,11 +75,11 @@ def _config(reader, arch: str, experts: int | None):
     model_type = _MODEL_TYPES.get(arch, arch)
     table = GGUF_CONFIG_MAPPING[model_type]
     cfg = dict(GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {}))
-    for key, field in reader.fields.items():
+    for key, value in fields.items():
         target = table.get(key[len(arch) + 1:]) if key.startswith(arch + ".") else None
-        if target and target != -1 and len(field.data) == 1:
-            cfg[target] = field.contents()
-    cfg["tie_word_embeddings"] = all(t.name != "output.weight" for t in reader.tensors)
+        if target and target != -1 and value is not None:
+            cfg[target] = value
+    cfg["tie_word_embeddings"] = "output.weight" not in tensors
     # llama.cpp writes Mixtral as a "llama" with experts; transformers reads it as a plain llama
     if model_type == "llama" and experts:
         model_type = "mixtral"

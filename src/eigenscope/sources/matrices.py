@@ -12,6 +12,7 @@ Rules (methods.md: a matrix is m x n = out x in):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from typing import Iterator
 
 import torch
 
-from ..errors import EigenscopeError
-from .base import Source, TensorInfo
+from ..errors import EigenscopeError, SourceError
+from .base import Source, TensorInfo, error_line
 from .layout import is_weight_name, matrix_shape, to_matrix
 from .names import block_index, expert_index, role_of
 
@@ -39,6 +40,7 @@ class MatrixMeta:
     shape: str    # stored shape as text, "576x1536"
     dtype: str    # stored dtype before upcasting ("bfloat16", "Q4_1", ...)
     numel: int    # rows * cols
+    problem: tuple[str, str] | None = None  # (status, warning): the source cannot read it
 
 
 def plan_matrices(source: Source, *, layers: str | None = None) -> list[MatrixMeta]:
@@ -53,6 +55,8 @@ def plan_matrices(source: Source, *, layers: str | None = None) -> list[MatrixMe
 def iter_matrices(source: Source, *,
                   layers: str | None = None) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
     """Yield (meta, 2-D float32 matrix (rows, cols)) per row; each selected tensor is read once.
+    A tensor the source cannot read (`meta.problem`) is not read: it gives one (meta, empty
+    (0, 0) tensor) for its row; callers that need the matrix skip it.
 
     `layers` is a regular expression searched in the row name and the tensor name; it is applied
     to the metadata, so tensors it leaves out are never read. A float32 matrix of an nn.Module
@@ -73,6 +77,8 @@ def read_matrices(source: Source, metas: list[MatrixMeta],
                   seen: set[bytes]) -> Iterator[tuple[MatrixMeta, torch.Tensor]]:
     """(meta, float32 matrix) of the given rows, reading each of their tensors once.
 
+    A tensor that has a problem (TensorInfo.problem, or a kind without a real spectrum) is not
+    analysed: its first row comes with `problem` set and an empty (0, 0) matrix.
     Each embed/head tensor's bytes are hashed (blake2b, no copy) into `seen`, and a tensor whose
     hash was already seen is skipped: files that store one matrix under two names without saying
     so give one row. Only embed/head tensors are hashed: that is where ties happen, and equal
@@ -84,7 +90,11 @@ def read_matrices(source: Source, metas: list[MatrixMeta],
         by_tensor.setdefault(meta.tensor, []).append(meta)
     infos = {i.name: i for i in source.tensors() if i.name in by_tensor}
     for name, rows in by_tensor.items():
-        t = source.read(name)
+        info = infos[name]
+        t, problem = (None, info.problem) if info.problem else _read(source, info)
+        if problem:  # not analysed: the row carries the status (analysis.metrics.matrix_status)
+            yield dataclasses.replace(rows[0], problem=problem), torch.empty(0, 0)
+            continue
         if rows[0].role in ("embed", "head"):
             digest = _digest(t)
             if digest in seen:
@@ -95,6 +105,26 @@ def read_matrices(source: Source, metas: list[MatrixMeta],
             W = W.to(torch.float32)
             yield meta, (W.clone() if infos[name].layout == "moe" and W.dtype == t.dtype else W)
         del t
+
+
+def _read(source: Source, info: TensorInfo):
+    """(dense real tensor, None), or (None, (status, warning)) for a tensor of a kind that has
+    no real spectrum here (complex); a tensor that cannot be read at all is a SourceError."""
+    try:
+        t = source.read(info.name)
+        if t.layout != torch.strided:          # sparse storage: the matrix is the dense one
+            t = t.to_dense()
+        if t.is_quantized:
+            t = t.dequantize()
+    except EigenscopeError:
+        raise
+    except Exception as e:  # whatever the file holds, the error is the file's
+        raise SourceError(f"{source.description}: cannot read tensor {info.name} "
+                          f"({error_line(e)})") from None
+    if t.is_complex() or not (t.is_floating_point() or t.dtype == torch.bool):
+        return None, ("unsupported", f"a {str(t.dtype).replace('torch.', '')} tensor has no "
+                                     "real spectrum here; not analysed")
+    return t, None
 
 
 def _selected(source: Source, layers: str | None):
@@ -142,13 +172,15 @@ def _metas(info: TensorInfo) -> list[MatrixMeta]:
     if rc is None:
         return []
     rows, cols = rc
-    moe = info.layout == "moe"
+    moe = info.layout == "moe" and not info.problem   # an unreadable tensor is one row
+    if moe and 0 in info.shape:                          # no expert holds a matrix
+        return []
     experts = range(info.shape[0]) if moe else [expert_index(info.name)]
     block, role = block_index(info.name), role_of(info.name)
     shape = "x".join(map(str, info.shape))
     return [MatrixMeta(name=f"{info.name}.expert{e}" if moe else info.name, tensor=info.name,
                        expert=e, block=block, role=role, rows=rows, cols=cols, shape=shape,
-                       dtype=info.dtype, numel=rows * cols)
+                       dtype=info.dtype, numel=rows * cols, problem=info.problem)
             for e in experts]
 
 

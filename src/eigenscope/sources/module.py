@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import SourceError
 from .base import Source, TensorInfo
 from .layout import layout_from_name
 from .naming import Piece, checkpoint_map
@@ -56,6 +57,9 @@ class ModuleSource(Source):
 
     def read(self, name: str) -> torch.Tensor:
         piece, p = self._pieces[name]
+        if p is not None and p.is_meta:
+            raise SourceError(f"{self.description}: parameter {name} is on the meta device "
+                              "(no weights to read; load the weights first)")
         if piece.stride is None:
             return self._computed_tensor(name)
         return piece.view(p.detach())

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import struct
 from pathlib import Path
 
 import torch
 
+from .._json import MAX_BYTES, loads_bounded
 from ..errors import SourceError
-from .base import Source, TensorInfo, error_line
+from .base import Source, TensorInfo, error_line, regular_file
 from .layout import file_infos
 
 
@@ -18,21 +18,20 @@ def check_header(path: Path) -> None:
 
     safe_open's own errors are Rust panics or long messages; checking first gives a clear line.
     """
-    size = path.stat().st_size
+    size = regular_file(path).stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise SourceError(f"{path}: truncated safetensors file (no header)")
         (n,) = struct.unpack("<Q", head)
-        if n > size - 8:
+        if n > size - 8 or n > MAX_BYTES:
             raise SourceError(f"{path}: truncated or corrupt safetensors header")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise SourceError(f"{path}: corrupt safetensors header (not JSON)") from None
+        header = loads_bounded(f.read(n), what=f"{path}: corrupt safetensors header")
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: corrupt safetensors header (not a JSON object)")
     try:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError, OverflowError):
         raise SourceError(f"{path}: corrupt safetensors header (bad tensor entries)") from None
     if ends and max(ends) > size - 8 - n:
         raise SourceError(f"{path}: truncated safetensors file (data ends early)")
@@ -44,11 +43,11 @@ class SafetensorsSource(Source):
     would count in the process's resident memory (the whole model, after one pass)."""
 
     def __init__(self, files: list[Path], *, gpt2: bool | None = None, tie: bool = False):
+        if not files:
+            raise SourceError("no safetensors file to read")
         self.description = str(files[0].parent if len(files) > 1 else files[0])
         self._where, raw = {}, []
         for path in files:
-            if not path.is_file():
-                raise SourceError(f"{path}: no such file")
             check_header(path)
             with _opened(path) as h:
                 for name in h.keys():
@@ -59,6 +58,10 @@ class SafetensorsSource(Source):
 
     def tensors(self) -> list[TensorInfo]:
         return list(self._infos)
+
+    def file_of(self, name: str) -> Path | None:
+        """The file holding tensor `name`, None when no file does."""
+        return self._where.get(name)
 
     def read(self, name: str) -> torch.Tensor:
         path = self._where[name]

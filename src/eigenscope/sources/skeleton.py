@@ -12,6 +12,7 @@ config's model_type are ever built, and always from the library's code: a config
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 from torch import nn
@@ -76,21 +77,64 @@ def model_class(config, name: str | None = None):
 
 def saved_class_name(config) -> str | None:
     """The checkpoint's own class (config.architectures) when the allow-list permits it."""
-    names = getattr(config, "architectures", None) or []
+    names = getattr(config, "architectures", None)
+    names = [n for n in names if isinstance(n, str)] if isinstance(names, (list, tuple)) else []
     ok = [n for n in names if n in allowed_classes(config.model_type)]
     return ok[0] if ok else None
 
 
+def meta_model(cls, config, dtype=None):
+    """The model `cls` builds from `config` on the meta device: every shape, no memory.
+    Any failure (a config transformers accepted may still not build) is a SourceError."""
+    try:
+        with torch.device("meta"):
+            return cls._from_config(config, **({"dtype": dtype} if dtype is not None else {}))
+    except Exception as e:
+        first = str(e).splitlines()[0][:100] if str(e) else ""
+        raise SourceError(f"the config does not build a {cls.__name__} "
+                          f"({type(e).__name__}: {first})") from None
+
+
+# Config keys that name code or kernels to fetch and run (a file's `auto_map`, hub attention or
+# experts kernels, custom pipelines) or backends eigenscope never uses: dropped at every level,
+# so a rebuilt model only ever runs transformers' own code with its default attention.
+DROPPED_KEYS = ("auto_map", "custom_pipelines", "trust_remote_code", "quantization_config")
+_DROPPED = re.compile(r"^_*(attn|experts)_implementation(_internal)?$")
+
+
+def clean_config_dict(cfg: dict) -> dict:
+    """`cfg` without DROPPED_KEYS and *_implementation keys, in nested dicts too (sub-configs)."""
+    out = {}
+    for k, v in cfg.items():
+        if k in DROPPED_KEYS or _DROPPED.match(str(k)):
+            continue
+        out[k] = clean_config_dict(v) if isinstance(v, dict) else v
+    return out
+
+
 def config_from_dict(cfg: dict):
-    """A transformers config from its JSON dict, without `auto_map` (code named by a file)."""
+    """A transformers config from its JSON dict, without `auto_map` (code named by a file) or
+    anything else in DROPPED_KEYS; a key that would replace one of the config's methods (or a
+    dunder) is refused."""
     from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
         raise SourceError("the saved config has no model_type")
-    rest = {k: v for k, v in cfg.items() if k not in ("auto_map", "model_type")}
+    model_type = cfg["model_type"]
+    if model_type not in CONFIG_MAPPING:
+        raise SourceError(f"the saved config's model type {model_type[:60]!r} is not a "
+                          "transformers model type")
+    rest = {k: v for k, v in clean_config_dict(cfg).items() if k != "model_type"}
+    cls = CONFIG_MAPPING[model_type]
+    bad = [k for k in rest if not isinstance(k, str) or k.startswith("__")
+           or callable(getattr(cls, k, None))]
+    if bad:
+        raise SourceError(f"the saved config sets {str(bad[0])[:60]!r}, which is not a "
+                          "configuration value; refusing it")
     try:
-        return AutoConfig.for_model(cfg["model_type"], **rest)
-    except (ValueError, KeyError, TypeError) as e:
+        return AutoConfig.for_model(model_type, **rest)
+    except Exception as e:  # a hostile config may fail in any way transformers validates it
         first = str(e).splitlines()[0][:100] if str(e) else ""
         raise SourceError(f"the saved config cannot be rebuilt ({type(e).__name__}: {first})") from None
 
