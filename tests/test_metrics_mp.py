@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from eigenscope.maths.mp import gd_omega, gd_rank, mp_density, mp_median, mp_metrics
+from eigenscope.maths.mp import (MEDIAN_MARGIN, gd_omega, gd_rank, median_spacing, mp_cut,
+                                 mp_density, mp_fit, mp_median, mp_metrics)
 from eigenscope.maths.spectrum import eigvals
 
 
@@ -70,6 +71,19 @@ def _planted(m, n, sigma, thetas, seed):
     V = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))[0]
     th = torch.tensor(thetas, dtype=torch.float64)
     return _gauss(m, n, sigma, seed + 100) + sigma * math.sqrt(N) * (U * th) @ V.T
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mp_cut_is_mp_fit_cut_and_widens_for_a_smaller_median_sample(shape):
+    M, N = min(shape), max(shape)
+    s2, edge, cut = mp_fit(eigvals(_gauss(*shape, 0.3, 5), precision="float64").numpy(), *shape)
+    assert mp_cut(s2, M, N) == (edge, cut) == mp_cut(s2, M, N, median_of=M)
+    assert math.isclose(edge, s2 * (1 + math.sqrt(M / N)) ** 2)         # the MP edge
+    # a median of M / 4 eigenvalues: only the sigma-error term grows, by dmed(M / 4) - dmed(M)
+    edge_q, cut_q = mp_cut(s2, M, N, median_of=M // 4)
+    grow = MEDIAN_MARGIN * (1 + math.sqrt(M / N)) ** 2 * (median_spacing(M // 4, M / N) -
+                                                         median_spacing(M, M / N))
+    assert edge_q == edge and math.isclose(cut_q - cut, s2 * grow, rel_tol=1e-9)
 
 
 @pytest.mark.parametrize("shape", SHAPES[:4])

@@ -6,7 +6,9 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from eigenscope.maths.randomize import js_distance, log_esd_distance, randomization_test, shuffled
+from eigenscope.maths.randomize import (LANCZOS_MAX_K, js_distance, log_esd_distance,
+                                         randomization_test, shuffled, shuffled_blocks,
+                                         top_eigvals)
 from eigenscope.maths.spectrum import eigvals
 
 
@@ -61,3 +63,93 @@ def test_js_distance_matches_scipy_and_bounds():
 def test_degenerate_input_gives_nan():
     for W in (torch.zeros(30, 40), torch.randn(1, 50)):
         assert all(math.isnan(v) for v in randomization_test(W, np.zeros(1)).values())
+
+
+def _planted(m, n, seed, count=3, size=50):
+    """Gaussian noise (sd 0.05) with `count` entries of `size` sd in seeded random places."""
+    W = _gauss(m, n, seed)
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.choice(m, count, replace=False), rng.choice(n, count, replace=False)
+    W[rows, cols] = size * 0.05 * torch.from_numpy(rng.choice([-1.0, 1.0], count)).float()
+    return W
+
+
+def _low_rank(m, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, 8, generator=g) @ torch.randn(8, n, generator=g) + \
+        0.01 * torch.randn(m, n, generator=g)
+
+
+def _student_t3(m, n, seed):
+    t = np.random.default_rng(seed).standard_t(3, size=(m, n))
+    return torch.from_numpy(0.05 * t).float()
+
+
+def _gram_eigvals(W):
+    """Descending eigenvalues of the min-side Gram, float64 eigvalsh: the reference."""
+    W = W.double()
+    G = W.mT @ W if W.shape[0] >= W.shape[1] else W @ W.mT
+    return torch.linalg.eigvalsh(G).flip(0).numpy()
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300)])
+@pytest.mark.parametrize("count", [0, 3, 5, LANCZOS_MAX_K + 8])
+def test_top_eigvals_are_the_gram_eigenvalues_above_the_threshold(shape, count):
+    W = _planted(*shape, 7, count=5)
+    ref = _gram_eigvals(W)                                  # (M,) descending
+    above = 2 * ref[0] if count == 0 else (ref[count - 1] + ref[count]) / 2
+    top = top_eigvals(W, above)
+    if count > LANCZOS_MAX_K:
+        assert top is None                                  # the caller takes the whole spectrum
+    else:
+        assert top.shape == (count,)
+        np.testing.assert_allclose(top, ref[:count], rtol=1e-5)
+
+
+def test_top_eigvals_leaves_a_near_tie_to_the_whole_spectrum():
+    W = _planted(300, 200, 7, count=5)
+    assert top_eigvals(W, float(_gram_eigvals(W)[2])) is None
+
+
+@pytest.mark.parametrize("shape, side, blocks, scale", [
+    ((400, 256), 64, (4, 100, 64), 4.0),
+    ((256, 400), 64, (4, 64, 100), 4.0),
+    ((300, 300), 64, (4, 64, 64), 300 / 64),
+    ((200, 1000), 128, (1, 128, 640), 1000 / 640)])
+def test_shuffled_blocks_are_disjoint_diagonal_blocks(shape, side, blocks, scale):
+    S = torch.arange(shape[0] * shape[1], dtype=torch.float32).reshape(shape)
+    B, f = shuffled_blocks(S, side)
+    assert tuple(B.shape) == blocks and math.isclose(f, scale)
+    k, mb, nb = blocks
+    for i in range(k):                                       # block i: rows and columns i
+        assert torch.equal(B[i], S[i * mb:(i + 1) * mb, i * nb:(i + 1) * nb])
+
+
+# (kind, matrix maker, same rand_traps as the whole spectrum is claimed): module doc
+KINDS = [("gaussian", _gauss, True), ("planted", _planted, True),
+         ("low_rank", _low_rank, False), ("student_t3", _student_t3, False)]
+# min side 384-512 and four blocks each, as a 4096-wide matrix gets with BLOCK_SIDE = 1024
+BLOCK_SHAPES = [((384, 640), 96), ((640, 384), 96), ((512, 512), 128)]
+
+
+@pytest.mark.parametrize("kind, make, same_traps", KINDS, ids=[k[0] for k in KINDS])
+@pytest.mark.parametrize("shape, side", BLOCK_SHAPES, ids=str)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_block_path_agrees_with_the_whole_spectrum(kind, make, same_traps, shape, side, seed):
+    W = make(*shape, seed)
+    lam = eigvals(W).numpy()
+    full = randomization_test(W, lam, seed=seed)
+    block = randomization_test(W, lam, seed=seed, full_spectrum_max=side, block_side=side)
+    assert abs(block["rand_distance"] - full["rand_distance"]) <= 0.05, (full, block)
+    if same_traps:
+        assert block["rand_traps"] == full["rand_traps"], (full, block)
+    if kind == "planted":              # one trap per entry, but two may share a row or column
+        assert full["rand_traps"] >= 2, full
+
+
+def test_block_path_takes_the_whole_spectrum_beyond_lanczos_max_k():
+    W = _planted(384, 640, 3, count=LANCZOS_MAX_K + 8)
+    lam = eigvals(W).numpy()
+    full = randomization_test(W, lam)
+    assert full["rand_traps"] > LANCZOS_MAX_K, full
+    assert randomization_test(W, lam, full_spectrum_max=96, block_side=96) == full

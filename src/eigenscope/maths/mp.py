@@ -83,12 +83,21 @@ def mp_fit(lam, m: int, n: int) -> tuple[float, float, float]:
     med = float(np.median(lam)) if lam.size else 0.0
     if lam.size < 2 or not top > 0 or not med > 10 * M * np.finfo(np.float64).eps * top:
         return math.nan, math.nan, math.nan
+    s2 = med / N / mp_median(M / N)
+    return (s2, *mp_cut(s2, M, N))
+
+
+def mp_cut(s2: float, M: int, N: int, *, median_of: int | None = None) -> tuple[float, float]:
+    """(edge, spike cut) in the (1/N) W W^T scale of an M x N noise matrix of variance s2.
+
+    median_of: how many eigenvalues the median behind s2 came from (default M; fewer, e.g. a
+    block of the matrix, widen the sigma-error margin accordingly).
+    """
     gamma = M / N
-    s2 = med / N / mp_median(gamma)
     edge = s2 * (1 + math.sqrt(gamma)) ** 2
     margin = TW_MARGIN * tw_scale(N, gamma) + \
-        MEDIAN_MARGIN * (1 + math.sqrt(gamma)) ** 2 * median_spacing(M, gamma)
-    return s2, edge, edge + s2 * margin
+        MEDIAN_MARGIN * (1 + math.sqrt(gamma)) ** 2 * median_spacing(median_of or M, gamma)
+    return edge, edge + s2 * margin
 
 
 def gd_rank(lam, m: int, n: int) -> float:
