@@ -123,8 +123,8 @@ def _save(folder: Path) -> Path:
 
     model, plan = eigenscope.compress(_tiny_llama(), ratio=0.5, method="svd",
                                       allocation="uniform", multiple=2)
-    eigenscope.save(model, folder, plan=plan)
-    return folder / "model.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    return eigenscope.save(model, folder / "model.safetensors", plan=plan)   # metadata in its header
 
 
 def _hf(folder: Path, shard: str | None = None) -> Path:
