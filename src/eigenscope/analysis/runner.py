@@ -21,6 +21,7 @@ import torch
 
 from .._memory import Budget, human, memory_budget
 from .._progress import progress_bar
+from ..validate import check_args
 from .batches import plan_batches
 from .metrics import compute_metrics, matrix_status, solve_spectra
 from .schema import COLUMNS, resolve_metrics
@@ -54,7 +55,6 @@ def analyze(source, *, metrics=None, layers: str | None = None, device=None,
     """
     from ..sources import open_source
     from ..sources.matrices import plan_matrices
-    from ..validate import check_args
 
     check_args("analyze", locals(), sources=[source])   # every option, before any work
     groups = resolve_metrics(metrics)

@@ -23,6 +23,7 @@ from torch import nn
 
 from .._memory import memory_budget
 from ..inputs import DEFAULT_CALIB_SEQS, DEFAULT_SEQ_LEN, model_batches, tokenizer_for
+from ..validate import check_args
 from .allocate import allocate
 from .latency import add_predicted_time, objective_cost
 from .methods import resolve
@@ -70,7 +71,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
                    None (default): only in models with no Linear layer to compress (CNNs)
     out         -- also save the result to this folder (eigenscope.load reads it back); for a
                    model on disk the blocks go straight there and (out, plan) is returned
-    max_memory  -- bytes (or "2GiB") for stored activations and gradients; beyond, they go to
+    max_memory  -- bytes (or "2GiB"): a quarter of it holds what waits between passes
+                   (activations, gradients, Gram matrices kept for the factors); beyond, it goes to
                    `offload_dir` (default: the system's temporary folder)
     cache       -- a StatsCache: filled by the first call, reused by later calls on the same
                    (uncompressed) model and calibration, e.g. to compress at several ratios
@@ -84,8 +86,6 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
     per block.
     """
     opts = {k: v for k, v in locals().items() if k not in ("model", "method")}
-    from ..validate import check_args
-
     # every option, before any work; `out` is checked as an output that must not be a source
     check_args("compress", opts | {"method": method}, source=model,
                **({"out_model": out} if out is not None else {}))
@@ -131,7 +131,9 @@ def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, 
               grad_batches, progress, convs)
     budget = memory_budget(max_memory)
     writer = _writer(out, onloader, budget) if out is not None and isinstance(onloader, FromSource) else None
-    spill = Spill(budget // 2, offload_dir)
+    # what waits between passes (activations, gradients, Gram matrices kept for the factors)
+    # stays in memory up to a quarter of the budget: the rest is for the block at work
+    spill = Spill(budget // 4, offload_dir)
     try:
         with _no_param_grads(model):
             pipe = Pipeline(onloader, job, batches, spill, writer=writer, cache=cache)
@@ -191,8 +193,9 @@ def _objective(objective, pipe, onloader, multiple, tokens, progress):
 
 def _writer(out, onloader, budget):
     from .io import SHARD_BYTES, ShardWriter
+    # shards are held in memory until written: a sixteenth of the budget (256 MiB by default)
     return ShardWriter(out, dtype=onloader.source_dtype,
-                       shard_bytes=min(SHARD_BYTES, max(budget // 4, 2**20)))
+                       shard_bytes=min(SHARD_BYTES, max(budget // 16, 2**20)))
 
 
 @contextlib.contextmanager

@@ -189,6 +189,7 @@ class Pipeline:
             curves[t] = Curve(t, W.shape[0], W.shape[1], s.cpu(),
                               normalise=not job.handler.loss_units(job.cfg))
         self._stash(name, keep=not self._sequential())
+        job.state.forget()          # the block's whitening factors: not needed by the next one
 
     _BIG = ("gram", "fisher_w")
 
@@ -260,6 +261,7 @@ class Pipeline:
                     if seq:
                         self._advance_compressed(s, l, states)
                 self._loaded.clear()
+                self.job.state.forget()
                 if self.writer is not None:
                     self.writer.add_block(name, stack.blocks[l][1])
                 self.on.unload(name, keep=keep)

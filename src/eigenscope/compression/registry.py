@@ -189,6 +189,11 @@ class CallState:
             hit = self._factors[id(G)] = (G, whitening_factor(G))
         return hit[1]
 
+    def forget(self) -> None:
+        """Drop the cached factors (and the Gram tensors they keep alive): the pipeline calls
+        it when a block is done, so memory holds one block's factors, not the last few."""
+        self._factors.clear()
+
     def note(self, layer: str, **values) -> None:
         """Record values for `layer` (they become columns of the plan)."""
         self.notes.setdefault(layer, {}).update(values)

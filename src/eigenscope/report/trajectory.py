@@ -132,7 +132,7 @@ def moved_rows(series, n: int = MOVED) -> list[dict]:
     from ..comparison import compare_series
     from .compare_page import moved_most
 
-    (sa, step_a, ga), (sb, step_b, gb) = series[0], series[-1]
+    (_, _, ga), (_, _, gb) = series[0], series[-1]         # (source, step, rows)
     pair = pd.concat([ga, gb], ignore_index=True)
     frame = compare_series(pair, against="first")
     if frame.empty:
