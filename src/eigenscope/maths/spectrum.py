@@ -95,9 +95,9 @@ def _solve(W: torch.Tensor, precision: str) -> torch.Tensor:
     if precision == "float32":
         return lam
     redo = (lam[..., :1] < REFINE_BELOW * lam[..., -1:]).reshape(-1)
-    if redo.any():
-        idx = redo.nonzero().flatten()
-        lam[idx] = torch.linalg.eigvalsh(gram(W[idx], torch.float64)).clamp_min_(0.0)
+    # one matrix at a time: a float64 copy and Gram of the whole batch would double its memory
+    for j in redo.nonzero().flatten().tolist():
+        lam[j] = torch.linalg.eigvalsh(gram(W[j], torch.float64)).clamp_min_(0.0)
     return lam
 
 
