@@ -52,10 +52,37 @@ def available_memory() -> int:
 
 
 def memory_budget(max_memory=None) -> int:
-    """`max_memory` in bytes; None gives the default min(4 GiB, a quarter of what is available)."""
+    """`max_memory` in bytes; None gives the default min(4 GiB, a quarter of what is available).
+    Whoever asks for a budget works with large buffers: freed ones go back to the system."""
+    release_freed_memory()
     if max_memory is None:
         return min(DEFAULT_CAP, available_memory() // 4)
     return parse_size(max_memory)
+
+
+# glibc's mallopt parameter and the size from which allocations get their own mapping
+_M_MMAP_THRESHOLD, MMAP_THRESHOLD = -3, 2**20
+_released = False
+
+
+def release_freed_memory() -> None:
+    """Have freed large buffers go back to the system (glibc; elsewhere a no-op), once per process.
+
+    glibc raises its mmap threshold as buffers are freed (up to 32 MiB), after which freed
+    matrices of a few MiB stay in the heap as resident memory: measured +0.6 GiB on an 8-block
+    compress. Fixing the threshold at 1 MiB maps each large buffer on its own, unmapped when
+    freed (a page-fault per allocation: nothing next to the matrix products). Skipped when the
+    user set MALLOC_MMAP_THRESHOLD_ themselves.
+    """
+    global _released
+    if _released or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    _released = True
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):   # not glibc: its allocator keeps its own policy
+        pass
 
 
 def human(n: float) -> str:
