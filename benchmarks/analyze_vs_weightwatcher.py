@@ -119,7 +119,7 @@ def ww_alpha_by_name(details, names):
 
 def alpha_table(df, mats, ww_alpha):
     """|delta alpha| per layer vs the reference loop and vs WeightWatcher, with xmin reasons."""
-    ref_d, ww_d, notes = [], [], []
+    ref_d, ww_d = [], []
     for _, r in df.iterrows():
         W = mats.get(r["tensor"])
         if W is None or not np.isfinite(r["alpha"]):

@@ -178,7 +178,7 @@ def engines(paths, args):
     (one, t_one, out_one), (two, t_two, out_two) = ray_runs(paths, opts, t_local, warm)
     again, t_again, out_again = timed("local, again", lambda: eigenscope.analyze_many(
         paths, **opts), local=t_local)
-    n, per_task = len(paths), (t_local + t_again) / (2 * len(paths))
+    per_task = (t_local + t_again) / (2 * len(paths))
     print(f"  warm-up, apart (a process's first task): local {warm[0]:.1f} s, Ray 1 node "
           f"{warm[1]:.1f} s, 2 nodes {warm[2]:.1f} s")
     print(f"Ray's overhead per task, start-up excluded (time outside the tasks, minus the local "

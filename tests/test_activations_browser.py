@@ -32,7 +32,7 @@ def _table():
     return eigenscope.activations(model, ids, sites="all"), "tiny llama"
 
 
-def test_activations_page_rows_figure_and_esd(browser, tmp_path):
+def test_activations_page_rows_figure_and_esd(browser, tmp_path):  # noqa: F811 (fixture)
     from selenium.webdriver.common.by import By
     df, source = _table()
     out = tmp_path / "acts.html"

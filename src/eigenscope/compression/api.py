@@ -71,7 +71,7 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
                    None (default): only in models with no Linear layer to compress (CNNs)
     out         -- also save the result to this folder (eigenscope.load reads it back); for a
                    model on disk the blocks go straight there and (out, plan) is returned
-    max_memory  -- bytes (or "2GiB"): a quarter of it holds what waits between passes
+    max_memory  -- bytes (or "2GiB"): an eighth of it holds what waits between passes
                    (activations, gradients, Gram matrices kept for the factors); beyond, it goes to
                    `offload_dir` (default: the system's temporary folder)
     cache       -- a StatsCache: filled by the first call, reused by later calls on the same
@@ -132,8 +132,9 @@ def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, 
     budget = memory_budget(max_memory)
     writer = _writer(out, onloader, budget) if out is not None and isinstance(onloader, FromSource) else None
     # what waits between passes (activations, gradients, Gram matrices kept for the factors)
-    # stays in memory up to a quarter of the budget: the rest is for the block at work
-    spill = Spill(budget // 4, offload_dir)
+    # stays in memory up to an eighth of the budget: the rest is for the block at work, whose
+    # eigendecompositions (several float64 copies of its largest Gram matrix) set the peak
+    spill = Spill(budget // 8, offload_dir)
     try:
         with _no_param_grads(model):
             pipe = Pipeline(onloader, job, batches, spill, writer=writer, cache=cache)
@@ -193,9 +194,9 @@ def _objective(objective, pipe, onloader, multiple, tokens, progress):
 
 def _writer(out, onloader, budget):
     from .io import SHARD_BYTES, ShardWriter
-    # shards are held in memory until written: a sixteenth of the budget (256 MiB by default)
+    # shards are held in memory until written: a thirty-second of the budget (128 MiB by default)
     return ShardWriter(out, dtype=onloader.source_dtype,
-                       shard_bytes=min(SHARD_BYTES, max(budget // 16, 2**20)))
+                       shard_bytes=min(SHARD_BYTES, max(budget // 32, 2**20)))
 
 
 @contextlib.contextmanager
