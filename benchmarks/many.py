@@ -100,6 +100,10 @@ def start_node(cluster, cpus: int, temp: str):
     node = dict(num_cpus=cpus, object_store_memory=100 * 2**20, temp_dir=temp)
     if cluster is None:
         from ray.cluster_utils import Cluster
+        # Cluster writes the head's address under Ray's default temp folder (/tmp/ray, absent
+        # on a fresh machine): point it into ours
+        os.environ["RAY_TMPDIR"] = temp
+        os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
         return Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     cluster.add_node(**node)
     cluster.wait_for_nodes()

@@ -63,6 +63,11 @@ def cluster():
     # Ray's sessions and sockets in a short folder of our own (socket paths have a length limit)
     temp = tempfile.mkdtemp(prefix="es-ray-")
     node = {**NODE, "temp_dir": temp}
+    # Cluster also writes the head's address under Ray's default temp folder (/tmp/ray), which
+    # a fresh machine does not have: point that folder into ours too
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
     c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     c.add_node(**node)
     c.wait_for_nodes()
@@ -81,6 +86,10 @@ def cluster():
             time.sleep(0.2)
         left = sorted(p for p in services | workers if _alive(p))
         shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
         assert not left, f"Ray processes still running after shutdown: {left}"
 
 
