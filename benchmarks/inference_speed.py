@@ -87,17 +87,25 @@ def _models(args):
 
 
 def _save(model, folder, tok) -> int:
+    """Bytes of the model's files in the save (its safetensors shards and index; not the
+    tokenizer)."""
     path = eigenscope.save(model, folder, tokenizer=tok)
-    return path.stat().st_size
+    files = [path] if path.is_file() else list(path.glob("*.safetensors*"))
+    return sum(f.stat().st_size for f in files)
 
 
 def _child_rss(folder) -> float:
-    """Peak RSS (MiB) of a fresh process that loads the save and runs one prefill."""
-    code = ("import resource, torch, eigenscope; torch.set_num_threads(1); "
+    """Peak RSS (MiB) of a fresh process that loads the save and runs one prefill. A process
+    forked from this one starts with its peak RSS (Linux keeps it across exec): the load runs
+    in the child of a small wrapper, which reports RUSAGE_CHILDREN."""
+    code = ("import torch, eigenscope; torch.set_num_threads(1); "
             f"m = eigenscope.load({str(folder)!r}); "
-            "torch.no_grad().__enter__(); m(torch.zeros(4, 256, dtype=torch.long)); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+            "torch.no_grad().__enter__(); m(torch.zeros(4, 256, dtype=torch.long))")
+    wrap = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", wrap, sys.executable, "-c", code],
+                         capture_output=True, text=True, env=os.environ)
     try:
         return float(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
