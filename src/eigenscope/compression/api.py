@@ -71,9 +71,8 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
                    None (default): only in models with no Linear layer to compress (CNNs)
     out         -- also save the result to this folder (eigenscope.load reads it back); for a
                    model on disk the blocks go straight there and (out, plan) is returned
-    max_memory  -- bytes (or "2GiB"): an eighth of it holds what waits between passes
-                   (activations, gradients, Gram matrices kept for the factors); beyond, it goes to
-                   `offload_dir` (default: the system's temporary folder)
+    max_memory  -- bytes (or "2GiB"): an eighth holds what waits between passes (activations,
+                   gradients, Gram matrices); the rest goes to `offload_dir` (default: system temp)
     cache       -- a StatsCache: filled by the first call, reused by later calls on the same
                    (uncompressed) model and calibration, e.g. to compress at several ratios
     objective   -- "params", or "latency": `ratio` removes predicted time at `latency_tokens`
