@@ -105,7 +105,9 @@ def _lowrank(base, calib, stats, args) -> dict:
 def _row(method, setting, model, base, ev) -> dict:
     res = evaluate(model, reference=base if model is not base else None, **ev)
     nbytes = model_nbytes(model)
-    blocks = sum(model_nbytes(b) for _, b in find_blocks(model))  # the decoder layers only
+    # the decoder layers only, found on the dense model: a quantized block holds no Linear left
+    # for find_blocks to recognise it by
+    blocks = sum(model_nbytes(model.get_submodule(n)) for n, _ in find_blocks(base))
     return dict(method=method, setting=setting, MB=nbytes / 2**20, blocks_MB=blocks / 2**20,
                 ppl=res["perplexity"], kl=res.get("kl", 0.0), top1=res.get("top1_agreement", 1.0))
 
