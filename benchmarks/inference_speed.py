@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import torch  # noqa: E402
 import eigenscope  # noqa: E402
 from eigenscope.models import load_model  # noqa: E402
 from eigenscope.nn.fuse import fuse_lowrank_  # noqa: E402
+from scale import measure  # noqa: E402  (benchmarks/ is the script's folder)
 
 PROMPT = 32
 
@@ -95,21 +95,13 @@ def _save(model, folder, tok) -> int:
 
 
 def _child_rss(folder) -> float:
-    """Peak RSS (MiB) of a fresh process that loads the save and runs one prefill. A process
-    forked from this one starts with its peak RSS (Linux keeps it across exec): the load runs
-    in the child of a small wrapper, which reports RUSAGE_CHILDREN."""
+    """Peak RSS (MiB) of a fresh process that loads the save and runs one prefill (measured as
+    scale.py measures: a child of this big process would start with its peak RSS)."""
     code = ("import torch, eigenscope; torch.set_num_threads(1); "
             f"m = eigenscope.load({str(folder)!r}); "
             "torch.no_grad().__enter__(); m(torch.zeros(4, 256, dtype=torch.long))")
-    wrap = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
-    out = subprocess.run([sys.executable, "-c", wrap, sys.executable, "-c", code],
-                         capture_output=True, text=True, env=os.environ)
-    try:
-        return float(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return float("nan")
+    res = measure([sys.executable, "-c", code], env=os.environ)
+    return res["rss"] / 2**20 if res["rc"] == 0 else float("nan")
 
 
 def _run_mode(mode, models, args, disk, rss) -> pd.DataFrame:

@@ -65,8 +65,8 @@ def cluster():
     node = {**NODE, "temp_dir": temp}
     # Cluster also writes the head's address under Ray's default temp folder (/tmp/ray), which
     # a fresh machine does not have: point that folder into ours too
-    saved = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
+    env = pytest.MonkeyPatch()
+    env.setenv("RAY_TMPDIR", temp)
     os.makedirs(os.path.join(temp, "ray"), exist_ok=True)
     c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     c.add_node(**node)
@@ -86,10 +86,7 @@ def cluster():
             time.sleep(0.2)
         left = sorted(p for p in services | workers if _alive(p))
         shutil.rmtree(temp, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved
+        env.undo()
         assert not left, f"Ray processes still running after shutdown: {left}"
 
 
