@@ -26,7 +26,12 @@ from eigenscope.nn.quant import model_nbytes
 METHODS = {  # in the order that answers "at int4's size, does eigenscope win?" first
     "int8/int4 torchao": [("int4 g64", dict(q=(4, 64, "torchao"))), ("int8", dict(q=(8, None, "torchao")))],
     "low rank + int4 factors": [("ratio 0.2", dict(lr=0.2, q=(4, 64, "torchao")))],
-    "int4 + QERA correction": [("g128 r16", dict(q=(4, 128, "torchao"), rank=16)),
+    # g128 r4, g256 r7 and per-row r9: the ranks whose float16 factors fit in the scales saved
+    # against int4 g64, so these points are no larger than int4 g64 (576 inputs take 96 and 192)
+    "int4 + QERA correction": [("g128 r4", dict(q=(4, 128, "torchao"), rank=4)),
+                               ("g256 r7", dict(q=(4, 256, "torchao"), rank=7)),
+                               ("row r9", dict(q=(4, None, "torchao"), rank=9)),
+                               ("g128 r16", dict(q=(4, 128, "torchao"), rank=16)),
                                ("g64 r32", dict(q=(4, 64, "torchao"), rank=32))],
     "low rank + int8 factors": [("ratio 0.4", dict(lr=0.4, q=(8, None, "torchao"))),
                                 ("ratio 0.2", dict(lr=0.2, q=(8, None, "torchao")))],
@@ -143,8 +148,12 @@ def _plot(table, path):
     d = table[table.method == "dense float32"].iloc[0]
     ax.axhline(d.ppl, color="grey", lw=0.8, ls="--")
     ax.scatter([d.MB], [d.ppl], color="black", zorder=3, label="dense float32")
+    from matplotlib.ticker import FormatStrFormatter
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers on both log axes, not powers of ten
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("model bytes (MB; float32 embedding included)")
     ax.set_ylabel("perplexity (held-out pydoc)")
     ax.set_title("SmolLM2-135M: perplexity vs bytes")

@@ -10,7 +10,10 @@ prefill; bytes on disk of the eigenscope save. Compressed models are fused (fuse
 `down` GEMM for q/k/v and gate/up) unless --no-fuse.
 
     python benchmarks/inference_speed.py [--ratios 0.1,0.2,0.4] [--modes eager,compiled]
-        [--load 0.2=out/c02,0.4=out/c04] [--objective params|latency] [--device cuda]
+        [--load 0.2=out/c02,lat0.2=out/l02] [--objective params|latency] [--device cuda]
+
+--load KEY=DIR adds a saved model: a numeric KEY stands for that ratio (not compressed again),
+any other KEY is a label of its own (e.g. the same ratio compressed with objective="latency").
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--calib-seqs", type=int, default=32, help="compress's default calibration")
     ap.add_argument("--objective", default="params", choices=["params", "latency"])
-    ap.add_argument("--load", default="", help="ratio=DIR,... saved compressed models to reuse")
+    ap.add_argument("--load", default="", help="KEY=DIR,... saved compressed models (see above)")
     ap.add_argument("--no-fuse", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
@@ -69,21 +72,30 @@ def main(argv=None):
 
 
 def _models(args):
+    """Dense, each --load folder (labelled "ratio R" when its key is a number, else by its key),
+    and each --ratios entry no --load key equals, compressed here with --objective."""
     base, tok = load_model("smollm2-135m")
     models = {"dense": base}
     saved = dict(kv.split("=") for kv in args.load.split(",") if kv)
+    for key, folder in saved.items():
+        models[_label(key)] = eigenscope.load(folder)
     cache = eigenscope.compression.StatsCache()
-    for r in [float(x) for x in args.ratios.split(",")]:
-        key = next((k for k in saved if float(k) == r), None)
-        if key is not None:
-            models[f"ratio {r}"] = eigenscope.load(saved[key])
+    for r in [float(x) for x in args.ratios.split(",") if x]:
+        if _label(str(r)) in models:
             continue
         t = time.perf_counter()
         m, plan = eigenscope.compress(copy.deepcopy(base), ratio=r, tokenizer=tok, cache=cache,
                                       n_seqs=args.calib_seqs, objective=args.objective)
         print(f"compressed ratio {r} in {time.perf_counter() - t:.0f}s", flush=True)
-        models[f"ratio {r}"] = m
+        models[_label(str(r))] = m
     return models, tok
+
+
+def _label(key: str) -> str:
+    try:
+        return f"ratio {float(key)}"
+    except ValueError:
+        return key
 
 
 def _save(model, folder, tok) -> int:

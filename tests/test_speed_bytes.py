@@ -305,6 +305,14 @@ def test_latency_table_cache(tmp_path, monkeypatch):
     assert t2.shapes[(32, 16)].dense == t1.shapes[(32, 16)].dense
 
 
+def test_latency_of_a_shape_larger_than_the_cold_pool(monkeypatch):
+    # a head of 49152 x 576 float32 outgrows COLD_BYTES: the pool grows to one copy
+    monkeypatch.setattr(L, "COLD_BYTES", 1024)
+    t = L.latency_table([(64, 48)], multiple=8, repeats=1, cache=False)
+    sl = t.shapes[(64, 48)]
+    assert sl.dense > 0 and sl.ranks == [8, 16, 24] and all(x > 0 for x in sl.times)
+
+
 def test_compress_latency_objective_plan(monkeypatch):
     monkeypatch.setattr(L, "latency_table", lambda shapes, **kw: _linear_table(shapes))
     model, plan = compress(tiny(), ratio=0.3, method="svd", objective="latency", multiple=8)

@@ -146,7 +146,9 @@ def _measure_shape(m, n, tokens, device, dtype, multiple, repeats) -> dict:
     shared machine hits them all alike), best round kept."""
     ranks = list(range(multiple, max(useful_rank(m, n), multiple) + 1, multiple))
     x = torch.randn(tokens, n, device=device, dtype=dtype)
-    pool = torch.rand(COLD_BYTES * 8 // torch.finfo(dtype).bits, device=device, dtype=dtype) - 0.5
+    # one dense copy at least: a head of 49152 x 576 float32 alone outgrows COLD_BYTES
+    numel = max(COLD_BYTES * 8 // torch.finfo(dtype).bits, m * n + m)
+    pool = torch.rand(numel, device=device, dtype=dtype) - 0.5
     runs = [_runner(lambda W: F.linear(x, W[0], W[1]), [(m, n), (m,)], pool)]
     runs += [_runner(lambda W: F.linear(F.linear(x, W[0]), W[1], W[2]), [(r, n), (m, r), (m,)], pool)
              for r in ranks]
