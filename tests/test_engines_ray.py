@@ -115,7 +115,7 @@ def _kill_first_task(raylets: set[int], killed: list, stop: threading.Event) -> 
     while not stop.is_set() and not killed:
         running = [p for p, cmd in _proc_children(raylets).items() if cmd.startswith("ray::run_task")]
         if running:
-            time.sleep(0.02)   # inside the task (a fast machine runs one in well under a second)
+            time.sleep(0.02)   # inside the task (a longer wait let tasks finish before the kill)
             if _proc_children(raylets).get(running[0], "").startswith("ray::run_task"):
                 os.kill(running[0], signal.SIGKILL)
                 killed.append(running[0])
