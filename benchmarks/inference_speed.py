@@ -1,16 +1,20 @@
 """Inference speed of compressed SmolLM2-135M against the dense model, side by side in one run.
 
-For each mode (eager; compiled with torch.compile, each decoder layer compiled with dynamic
-shapes) every model runs the same way, rounds alternate between the models (dense, then each
-ratio), and the best of --repeats rounds is kept, so a busy moment of the shared machine hits
-them all alike. Printed per model: prefill tokens/s (batch 4 x 256 tokens, no cache), greedy
-decode tokens/s at batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt),
-each also as a ratio to dense; peak RSS of a child process that loads the saved model and runs a
-prefill; bytes on disk of the eigenscope save. Compressed models are fused (fuse_lowrank_: one
-`down` GEMM for q/k/v and gate/up) unless --no-fuse.
+For each mode (eager; compiled: the whole model compiled by torch.compile with static shapes,
+decoding into a static KV cache, the recipe transformers documents for fast generation) and each
+weight layout (row: as nn.Linear stores it; col: eigenscope.column_major_, W^T contiguous, which
+speeds up matrix-vector products on CPU for dense and factorised weights alike) every model runs
+the same way, rounds alternate between the models, and the best of --repeats rounds is kept, so a
+busy moment of the shared machine hits them all alike. Printed per model: prefill tokens/s (batch
+4 x 256 tokens, no cache), greedy decode tokens/s at batch 1 and batch 8 (KV cache, --new-tokens
+steps after a 32-token prompt), each as a ratio `x` to the dense model in the same mode and layout
+(and `x b1 row` to the dense model as shipped: row layout, same mode); peak RSS of a child process
+that loads the saved model and runs a prefill; bytes on disk of the eigenscope save. Compressed
+models are fused (fuse_lowrank_: one `down` GEMM for q/k/v and gate/up) unless --no-fuse.
 
     python benchmarks/inference_speed.py [--ratios 0.1,0.2,0.4] [--modes eager,compiled]
-        [--load 0.2=out/c02,lat0.2=out/l02] [--objective params|latency] [--device cuda]
+        [--layouts row,col] [--load 0.2=out/c02,lat0.2=out/l02] [--objective params|latency]
+        [--device cuda]
 
 --load KEY=DIR adds a saved model: a numeric KEY stands for that ratio (not compressed again),
 any other KEY is a label of its own (e.g. the same ratio compressed with objective="latency").
@@ -23,9 +27,13 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# transformers 5.x renames the cache argument (`cache`); the old name, which older releases need,
+# still works
+warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
@@ -33,6 +41,7 @@ import torch  # noqa: E402
 import eigenscope  # noqa: E402
 from eigenscope.models import load_model  # noqa: E402
 from eigenscope.nn.fuse import fuse_lowrank_  # noqa: E402
+from eigenscope.nn.layout import column_major_  # noqa: E402
 from scale import measure  # noqa: E402  (benchmarks/ is the script's folder)
 
 PROMPT = 32
@@ -42,6 +51,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratios", default="0.1,0.2,0.4")
     ap.add_argument("--modes", default="eager,compiled")
+    ap.add_argument("--layouts", default="row,col", help="weight layouts: row (as shipped), col")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--calib-seqs", type=int, default=32, help="compress's default calibration")
@@ -64,11 +74,25 @@ def main(argv=None):
         if name != "dense" and not args.no_fuse:
             fuse_lowrank_(m)
         m.to(args.device)
-    tables = []
-    for mode in sorted(args.modes.split(","), key=lambda m: m != "eager"):  # compiling changes the models
-        tables.append(_run_mode(mode, models, args, disk, rss))
+    models = _layouts(models, args.layouts.split(","))
+    for mode in args.modes.split(","):
+        table = _run_mode(mode, models, args, disk, rss)
         print(f"\n== {mode} (best of {args.repeats}, {torch.get_num_threads()} threads) ==")
-        print(tables[-1].to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
+
+
+def _layouts(models: dict, layouts: list[str]) -> dict:
+    """Each model in each layout: "row" as loaded, "col" a column-major copy (name + " col")."""
+    out = {}
+    for layout in layouts:
+        if layout not in ("row", "col"):
+            raise SystemExit(f"--layouts: {layout!r} is not row or col")
+        for name, m in models.items():
+            if layout == "col":
+                m = copy.deepcopy(m)
+                column_major_(m)
+            out[name if layout == "row" else f"{name} col"] = m
+    return out
 
 
 def _models(args):
@@ -117,64 +141,101 @@ def _child_rss(folder) -> float:
 
 
 def _run_mode(mode, models, args, disk, rss) -> pd.DataFrame:
-    runners = {name: _compiled(m) if mode == "compiled" else m for name, m in models.items()}
+    runners = {name: (_Compiled if mode == "compiled" else _Eager)(m, args.device)
+               for name, m in models.items()}
     g = torch.Generator().manual_seed(0)
     prefill_ids = torch.randint(0, 40000, (4, 256), generator=g).to(args.device)
     prompts = {b: torch.randint(0, 40000, (b, PROMPT), generator=g).to(args.device) for b in (1, 8)}
     best = {name: {"prefill": 0.0, "decode b1": 0.0, "decode b8": 0.0} for name in models}
     for rep in range(args.repeats + 1):  # round 0 warms up (and compiles) and is not counted
         for name, run in runners.items():
-            got = {"prefill": _prefill(run, prefill_ids, args.device),
-                   "decode b1": _decode(run, prompts[1], args.new_tokens, args.device),
-                   "decode b8": _decode(run, prompts[8], args.new_tokens, args.device)}
+            got = {"prefill": run.prefill(prefill_ids),
+                   "decode b1": run.decode(prompts[1], args.new_tokens),
+                   "decode b8": run.decode(prompts[8], args.new_tokens)}
             if rep:
                 best[name] = {k: max(best[name][k], v) for k, v in got.items()}
-    rows = []
-    for name, b in best.items():
-        d = best["dense"]
-        rows.append({"model": name, "prefill tok/s": b["prefill"], "x": b["prefill"] / d["prefill"],
-                     "decode b1 tok/s": b["decode b1"], "x b1": b["decode b1"] / d["decode b1"],
-                     "decode b8 tok/s": b["decode b8"], "x b8": b["decode b8"] / d["decode b8"],
-                     "peak RSS MiB": round(rss[name]), "disk MiB": round(disk[name] / 2**20, 1),
-                     "params M": round(sum(p.numel() for p in models[name].parameters()) / 1e6, 1)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_row(name, best, models, disk, rss) for name in best])
 
 
-def _compiled(model):
-    """Each decoder layer compiled (dynamic shapes: one graph serves every layer and length);
-    the HF glue around the layers stays eager, as it is the same code for every model."""
-    m = model
-    for layer in m.model.layers:
-        layer.compile(dynamic=True)
-    return m
+def _row(name, best, models, disk, rss) -> dict:
+    """One table row: speeds, ratios to the dense model of the same layout (and to the dense
+    model as shipped), memory and size (of the save both layouts were made from)."""
+    base = name.removesuffix(" col")
+    b, d = best[name], best["dense col" if name.endswith(" col") else "dense"]
+    return {"model": name, "prefill tok/s": b["prefill"], "x": b["prefill"] / d["prefill"],
+            "decode b1 tok/s": b["decode b1"], "x b1": b["decode b1"] / d["decode b1"],
+            "x b1 row": b["decode b1"] / best["dense"]["decode b1"] if "dense" in best else float("nan"),
+            "decode b8 tok/s": b["decode b8"], "x b8": b["decode b8"] / d["decode b8"],
+            "peak RSS MiB": round(rss[base]), "disk MiB": round(disk[base] / 2**20, 1),
+            "params M": round(sum(p.numel() for p in models[name].parameters()) / 1e6, 1)}
+
+
+class _Eager:
+    """The model as transformers runs it: one forward per step, a dynamic KV cache."""
+
+    def __init__(self, model, device):
+        self.model, self.fast, self.device = model, model, device
+
+    @torch.no_grad()
+    def prefill(self, ids) -> float:
+        _sync(self.device)
+        t = time.perf_counter()
+        self.fast(ids, use_cache=False)
+        _sync(self.device)
+        return ids.numel() / (time.perf_counter() - t)
+
+    @torch.no_grad()
+    def decode(self, prompt, steps) -> float:
+        """Greedy decoding with the KV cache; tokens/s over the decode steps only."""
+        out = self.model(prompt, use_cache=True)
+        cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        _sync(self.device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            out = self.model(nxt, past_key_values=cache, use_cache=True)
+            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        _sync(self.device)
+        return prompt.shape[0] * steps / (time.perf_counter() - t)
+
+
+class _Compiled(_Eager):
+    """The whole model compiled with static shapes (prefill, and each decode step: one graph);
+    decoding writes into a StaticCache, the prompt runs eagerly into it."""
+
+    def __init__(self, model, device):
+        super().__init__(model, device)
+        import torch._dynamo.config as dc
+        for knob in ("cache_size_limit", "recompile_limit"):  # one graph per model and shape
+            if hasattr(dc, knob):
+                setattr(dc, knob, max(getattr(dc, knob), 256))
+        self.fast = torch.compile(model, dynamic=False)
+        self.caches = {}
+
+    @torch.no_grad()
+    def decode(self, prompt, steps) -> float:
+        from transformers import StaticCache
+
+        b, n = prompt.shape
+        if (b, steps) not in self.caches:
+            self.caches[b, steps] = StaticCache(config=self.model.config, max_cache_len=n + steps)
+        cache = self.caches[b, steps]
+        cache.reset()
+        pos = torch.arange(n, device=self.device)
+        logits = self.model(prompt, past_key_values=cache, cache_position=pos).logits
+        nxt = logits[:, -1:].argmax(-1)
+        _sync(self.device)
+        t = time.perf_counter()
+        for i in range(steps):
+            pos = torch.tensor([n + i], device=self.device)
+            logits = self.fast(nxt, past_key_values=cache, cache_position=pos).logits
+            nxt = logits[:, -1:].argmax(-1)
+        _sync(self.device)
+        return b * steps / (time.perf_counter() - t)
 
 
 def _sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
-
-
-@torch.no_grad()
-def _prefill(model, ids, device) -> float:
-    _sync(device)
-    t = time.perf_counter()
-    model(ids, use_cache=False)
-    _sync(device)
-    return ids.numel() / (time.perf_counter() - t)
-
-
-@torch.no_grad()
-def _decode(model, prompt, steps, device) -> float:
-    """Greedy decoding with the KV cache; tokens/s over the decode steps only."""
-    out = model(prompt, use_cache=True)
-    cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        out = model(nxt, past_key_values=cache, use_cache=True)
-        cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-    _sync(device)
-    return prompt.shape[0] * steps / (time.perf_counter() - t)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from eigenscope.errors import EigenscopeError
 from eigenscope.maths.quant import (dequantize, output_error, pack4, qera_factors, round_to_nearest,
                                     unpack4)
 from eigenscope.nn.fuse import FusedLowRankLinear, fuse_lowrank_, unfuse_lowrank_
+from eigenscope.nn.layout import column_major_
 from eigenscope.nn.lowrank import LowRankLinear
 from eigenscope.nn.quant import QuantLinear, model_nbytes
 
@@ -130,6 +131,52 @@ def test_fused_save_load_round_trip_bit_identical(tmp_path):
     fuse_lowrank_(back)
     with torch.no_grad():
         assert torch.equal(back(x), before)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_column_major_keeps_outputs_ties_and_saves(tmp_path, fuse):
+    model, plan = compressed()
+    model.head.weight = model.emb.weight               # a tied head: one weight, two users
+    if fuse:
+        fuse_lowrank_(model)
+    x = ids(3, 8, seed=7)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        before = model(x)
+    n = column_major_(model)
+    linears = {id(m.weight) for m in model.modules() if type(m) is nn.Linear}
+    fused = {id(m.fused_down) for m in model.modules() if hasattr(m, "fused_down")}
+    assert n == len(linears | fused) and (len(fused) > 0) == fuse
+    for m in model.modules():
+        if type(m) is nn.Linear:
+            assert m.weight.stride() == (1, m.weight.shape[0]) and m.weight.t().is_contiguous()
+    assert model.head.weight is model.emb.weight
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    back = load(save(model, tmp_path / "m.safetensors", plan=plan), model=tiny(seed=3))
+    assert all(torch.equal(v, state[k]) for k, v in back.state_dict().items() if k in state)
+    assert column_major_(model) == n                   # idempotent: already in the layout
+
+
+def test_fused_forward_inside_torch_compile():
+    """Inside a compiled graph the fused members take their slice of the factor (no Python
+    cache, which would break the graph); outputs equal the eager ones."""
+    model, _ = compressed()
+    fuse_lowrank_(model)
+    x = ids(2, 8, seed=9)
+    with torch.no_grad():
+        ref = model(x)
+        got = torch.compile(model, backend="eager", fullgraph=True)(x)
+    assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_latency_table_times_column_major_weights():
+    seen = []
+    run = L._runner(lambda W: seen.append(W), [(6, 4), (6,)], torch.zeros(200))
+    run(torch.device("cpu"))
+    assert seen and all(w[0].shape == (6, 4) and w[0].stride() == (1, 6) for w in seen)
+    assert seen[0][0].data_ptr() != seen[1][0].data_ptr()   # successive calls read other copies
 
 
 # ---- quantization ----------------------------------------------------------------------------

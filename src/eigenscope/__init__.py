@@ -29,6 +29,7 @@ _VERBS = {
     "compare": "eigenscope.comparison",
     "quantize_": "eigenscope.compression.quantize",
     "fuse_lowrank_": "eigenscope.nn.fuse",
+    "column_major_": "eigenscope.nn.layout",
 }
 _CONFIGS = {name: "eigenscope.compression.methods"
             for name in ("SVDConfig", "ASVDConfig", "FWSVDConfig", "WhitenConfig")}

@@ -6,8 +6,10 @@ tokens per call (decode at batch 1: T = 1, bandwidth bound; prefill: T in the th
 bound), the kernels and the per-call overhead, so eigenscope measures it: for each (m, n) one
 dense time and the factorised time on a rank grid (multiples of `multiple` up to the rank that
 saves parameters), each the best of `repeats` rounds over enough copies of the weights to miss
-the caches, as in a model whose weights stream from memory. Pure measurement and prediction:
-no model surgery here.
+the caches, as in a model whose weights stream from memory. Weights are timed in the layout
+`eigenscope.column_major_` gives them (W^T contiguous: the faster one for CPU matrix-vector
+products, nn/layout.py), the layout the README recommends for inference. Pure measurement and
+prediction: no model surgery here.
 
     >>> t = LatencyTable("example", {(64, 64): ShapeLatency(10e-6, [8, 16, 24, 32], [3e-6, 6e-6, 5e-6, 11e-6])})
     >>> t.options(64, 64)     # rank 16 is no faster than 24 (snaps up to it); 32 is slower than dense
@@ -50,7 +52,7 @@ def device_key(device, dtype, tokens: int) -> str:
     else:
         name = _cpu_name()
     return f"{device.type}:{name}|torch {torch.__version__}|threads {torch.get_num_threads()}|" \
-           f"{str(dtype).replace('torch.', '')}|T {tokens}"
+           f"{str(dtype).replace('torch.', '')}|T {tokens}|column-major"
 
 
 def _cpu_name() -> str:
@@ -163,14 +165,15 @@ def _measure_shape(m, n, tokens, device, dtype, multiple, repeats) -> dict:
 
 def _runner(call, shapes, pool):
     """A timer of `call` over weight copies carved from `pool` at successive offsets, so each call
-    reads memory the previous ones did not (no copy stays in cache between its uses)."""
+    reads memory the previous ones did not (no copy stays in cache between its uses); matrices
+    are column-major views, (m, n) shaped with W^T contiguous."""
     sizes = [int(np.prod(s)) for s in shapes]
     copies = max(1, min(MAX_CALLS, pool.numel() // sum(sizes)))
     ws, off = [], 0
     for _ in range(copies):
         w = []
         for s, k in zip(shapes, sizes):
-            w.append(pool[off:off + k].view(s))
+            w.append(pool[off:off + k].view(s[::-1]).t() if len(s) == 2 else pool[off:off + k])
             off += k
         ws.append(w)
     calls = [max(copies, 8)]

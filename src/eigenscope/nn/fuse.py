@@ -72,7 +72,12 @@ class FusedLowRankLinear(LowRankLinear):
         return c[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._shared(x)[..., self.lo:self.hi]                # (.., r)
+        if torch.compiler.is_compiling():
+            # a graph cannot hold the Python cache: each member multiplies by its own rows
+            # (timed: compiled decoding was slower with the whole product per member)
+            h = F.linear(x, self.down_weight)                    # (.., r)
+        else:
+            h = self._shared(x)[..., self.lo:self.hi]            # (.., r)
         if plain_linear(self.up):
             return F.linear(h, self.up.weight, self.up.bias)     # (.., m)
         return self.up(h)
