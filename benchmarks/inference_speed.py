@@ -4,10 +4,11 @@ For each mode (eager; compiled: the whole model compiled by torch.compile with s
 decoding into a static KV cache, the recipe transformers documents for fast generation) and each
 weight layout (row: as nn.Linear stores it; col: eigenscope.column_major_, W^T contiguous, which
 speeds up matrix-vector products on CPU for dense and factorised weights alike) every model runs
-the same way, rounds alternate between the models, and the best of --repeats rounds is kept, so a
-busy moment of the shared machine hits them all alike. Printed per model: prefill tokens/s (batch
-4 x 256 tokens, no cache), greedy decode tokens/s at batch 1 and batch 8 (KV cache, --new-tokens
-steps after a 32-token prompt), each as a ratio `x` to the dense model in the same mode and layout
+the same way and rounds alternate between the models. Speeds are the best of --repeats rounds;
+each ratio is the median over rounds of the ratio within a round (the two sides ran seconds
+apart, so a busy spell of the shared machine slows both), steadier than a ratio of two bests.
+Printed per model: prefill tokens/s (batch 4 x 256 tokens, no cache), greedy decode tokens/s at
+batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt), each with a ratio `x` to the dense model in the same mode and layout
 (and `x b1 row` to the dense model as shipped: row layout, same mode); peak RSS of a child process
 that loads the saved model and runs a prefill; bytes on disk of the eigenscope save. Compressed
 models are fused (fuse_lowrank_: one `down` GEMM for q/k/v and gate/up) unless --no-fuse.
@@ -35,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # still works
 warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
@@ -77,7 +79,7 @@ def main(argv=None):
     models = _layouts(models, args.layouts.split(","))
     for mode in args.modes.split(","):
         table = _run_mode(mode, models, args, disk, rss)
-        print(f"\n== {mode} (best of {args.repeats}, {torch.get_num_threads()} threads) ==")
+        print(f"\n== {mode} (best of {args.repeats}, median ratios, {torch.get_num_threads()} threads) ==")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
 
 
@@ -146,26 +148,32 @@ def _run_mode(mode, models, args, disk, rss) -> pd.DataFrame:
     g = torch.Generator().manual_seed(0)
     prefill_ids = torch.randint(0, 40000, (4, 256), generator=g).to(args.device)
     prompts = {b: torch.randint(0, 40000, (b, PROMPT), generator=g).to(args.device) for b in (1, 8)}
-    best = {name: {"prefill": 0.0, "decode b1": 0.0, "decode b8": 0.0} for name in models}
+    rounds = {name: [] for name in models}  # name -> one dict of speeds per counted round
     for rep in range(args.repeats + 1):  # round 0 warms up (and compiles) and is not counted
         for name, run in runners.items():
             got = {"prefill": run.prefill(prefill_ids),
                    "decode b1": run.decode(prompts[1], args.new_tokens),
                    "decode b8": run.decode(prompts[8], args.new_tokens)}
             if rep:
-                best[name] = {k: max(best[name][k], v) for k, v in got.items()}
-    return pd.DataFrame([_row(name, best, models, disk, rss) for name in best])
+                rounds[name].append(got)
+    return pd.DataFrame([_row(name, rounds, models, disk, rss) for name in rounds])
 
 
-def _row(name, best, models, disk, rss) -> dict:
-    """One table row: speeds, ratios to the dense model of the same layout (and to the dense
-    model as shipped), memory and size (of the save both layouts were made from)."""
+def _row(name, rounds, models, disk, rss) -> dict:
+    """One table row: best speeds, median ratios to the dense model of the same layout (and to
+    the dense model as shipped), memory and size (of the save both layouts were made from)."""
     base = name.removesuffix(" col")
-    b, d = best[name], best["dense col" if name.endswith(" col") else "dense"]
-    return {"model": name, "prefill tok/s": b["prefill"], "x": b["prefill"] / d["prefill"],
-            "decode b1 tok/s": b["decode b1"], "x b1": b["decode b1"] / d["decode b1"],
-            "x b1 row": b["decode b1"] / best["dense"]["decode b1"] if "dense" in best else float("nan"),
-            "decode b8 tok/s": b["decode b8"], "x b8": b["decode b8"] / d["decode b8"],
+    ref = "dense col" if name.endswith(" col") else "dense"
+    best = {k: max(r[k] for r in rounds[name]) for k in rounds[name][0]}
+
+    def x(key, other=ref):
+        if other not in rounds:
+            return float("nan")
+        return float(np.median([a[key] / b[key] for a, b in zip(rounds[name], rounds[other])]))
+    return {"model": name, "prefill tok/s": best["prefill"], "x": x("prefill"),
+            "decode b1 tok/s": best["decode b1"], "x b1": x("decode b1"),
+            "x b1 row": x("decode b1", "dense"),
+            "decode b8 tok/s": best["decode b8"], "x b8": x("decode b8"),
             "peak RSS MiB": round(rss[base]), "disk MiB": round(disk[base] / 2**20, 1),
             "params M": round(sum(p.numel() for p in models[name].parameters()) / 1e6, 1)}
 
