@@ -10,11 +10,13 @@ the best of --repeats is kept. Printed: microseconds per call and GB/s of weight
 from __future__ import annotations
 
 import argparse
-import time
+from functools import partial
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from eigenscope.compression.latency import _runner
 
 POOL_BYTES = 256 * 2**20
 # (label, [weight shapes applied in turn]) -- a factorised Linear is down (r, n) then up (m, r)
@@ -35,13 +37,19 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pool = torch.rand(POOL_BYTES // 4) - 0.5
+    cpu = torch.device("cpu")
     rows = []
     for label, shapes in SHAPES:
-        runs = {lay: _runner(shapes, pool, lay == "col") for lay in ("row", "col")}
+        x = torch.randn(1, shapes[0][1])
+        # the latency table's timer: weight copies cycled through memory, calls per round adapted
+        runs = {lay: _runner(partial(_chain, x), shapes, pool, column_major=lay == "col")
+                for lay in ("row", "col")}
         best = {lay: float("inf") for lay in runs}
-        for _ in range(args.repeats):
-            for lay, run in runs.items():
-                best[lay] = min(best[lay], run())
+        with torch.no_grad():
+            for rep in range(args.repeats + 1):  # round 0 warms up and is not counted
+                for lay, run in runs.items():
+                    t = run(cpu)
+                    best[lay] = min(best[lay], t) if rep else best[lay]
         nbytes = 4 * sum(m * n for m, n in shapes)
         rows.append({"weights": label, "row us": best["row"] * 1e6, "col us": best["col"] * 1e6,
                      "row GB/s": nbytes / best["row"] / 1e9, "col GB/s": nbytes / best["col"] / 1e9,
@@ -50,30 +58,11 @@ def main(argv=None):
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
-def _runner(shapes, pool, col: bool):
-    """A timer of one chain of GEMVs over weight copies carved one after another from `pool`."""
-    x0 = torch.randn(1, shapes[0][1])
-    size = sum(m * n for m, n in shapes)
-    copies = pool.numel() // size
-    ws, off = [], 0
-    for _ in range(copies):
-        w = []
-        for m, n in shapes:  # col: an (m, n) view whose transpose (n, m) is contiguous
-            flat = pool[off:off + m * n]
-            w.append(flat.view(n, m).t() if col else flat.view(m, n))
-            off += m * n
-        ws.append(w)
-
-    @torch.no_grad()
-    def run() -> float:
-        t0 = time.perf_counter()
-        for w in ws:
-            x = x0
-            for W in w:
-                x = F.linear(x, W)
-        return (time.perf_counter() - t0) / copies
-    run()  # warm-up
-    return run
+def _chain(x, ws):
+    """x through each weight in turn: one GEMV, or down then up of a factorised Linear."""
+    for W in ws:
+        x = F.linear(x, W)
+    return x
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ the same way and rounds alternate between the models. Speeds are the best of --r
 each ratio is the median over rounds of the ratio within a round (the two sides ran seconds
 apart, so a busy spell of the shared machine slows both), steadier than a ratio of two bests.
 Printed per model: prefill tokens/s (batch 4 x 256 tokens, no cache), greedy decode tokens/s at
-batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt), each with a ratio `x` to the dense model in the same mode and layout
-(and `x b1 row` to the dense model as shipped: row layout, same mode); peak RSS of a child process
-that loads the saved model and runs a prefill; bytes on disk of the eigenscope save. Compressed
-models are fused (fuse_lowrank_: one `down` GEMM for q/k/v and gate/up) unless --no-fuse.
+batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt), each with a ratio `x`
+to the dense model in the same mode and layout (and `x b1 row` to the dense model as shipped: row
+layout, same mode); peak RSS of a child process that loads the saved model and runs a prefill;
+bytes on disk of the eigenscope save. Compressed models are fused (fuse_lowrank_: one `down` GEMM
+for q/k/v and gate/up) unless --no-fuse.
 
     python benchmarks/inference_speed.py [--ratios 0.1,0.2,0.4] [--modes eager,compiled]
         [--layouts row,col] [--load 0.2=out/c02,lat0.2=out/l02] [--objective params|latency]

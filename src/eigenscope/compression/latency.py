@@ -163,17 +163,20 @@ def _measure_shape(m, n, tokens, device, dtype, multiple, repeats) -> dict:
     return {"dense": best[0], "ranks": ranks, "times": best[1:], "multiple": multiple}
 
 
-def _runner(call, shapes, pool):
+def _runner(call, shapes, pool, *, column_major: bool = True):
     """A timer of `call` over weight copies carved from `pool` at successive offsets, so each call
     reads memory the previous ones did not (no copy stays in cache between its uses); matrices
-    are column-major views, (m, n) shaped with W^T contiguous."""
+    are (m, n) views, column-major (W^T contiguous) unless `column_major=False`."""
     sizes = [int(np.prod(s)) for s in shapes]
     copies = max(1, min(MAX_CALLS, pool.numel() // sum(sizes)))
     ws, off = [], 0
     for _ in range(copies):
         w = []
         for s, k in zip(shapes, sizes):
-            w.append(pool[off:off + k].view(s[::-1]).t() if len(s) == 2 else pool[off:off + k])
+            if len(s) == 2 and column_major:
+                w.append(pool[off:off + k].view(s[::-1]).t())
+            else:
+                w.append(pool[off:off + k].view(s))
             off += k
         ws.append(w)
     calls = [max(copies, 8)]

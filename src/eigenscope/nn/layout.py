@@ -2,9 +2,8 @@
 
 nn.Linear computes x @ W^T with W stored (out, in), row after row. At batch 1 (decoding) that is
 a matrix-vector product, bandwidth bound, and the CPU BLAS in PyTorch streams a row-major W^T
-slower than a contiguous one: on this machine (one thread, weights cold in memory) the up factor
-of a rank-128 576 -> 1536 factorisation read 11 GB/s row-major and 22 GB/s column-major, a dense
-1536 x 576 weight 17 and 23 GB/s. `column_major_(model)` re-strides every Linear weight in place
+slower than a contiguous one, thin factors most (benchmarks/gemv_layout.py measures both layouts
+on SmolLM2's shapes; the README has its table). `column_major_(model)` re-strides every Linear weight in place
 to (out, in) with strides (1, out), i.e. W^T contiguous: the same values and shapes, so outputs
 agree to rounding, `state_dict` and saves are unchanged (eigenscope.save writes contiguous
 copies), and what it buys is measured by benchmarks/inference_speed.py for dense and compressed
@@ -28,7 +27,8 @@ from .fuse import FusedLowRankLinear
 
 def column_major_(model: nn.Module) -> int:
     """Store each Linear weight (and each fused `down` factor) as the transpose of a contiguous
-    matrix, in place; return how many weights were re-strided (each shared one counted once)."""
+    matrix, in place; return how many weights are now in that layout (each shared one counted
+    once, those already in it included)."""
     done: set[int] = set()
     for mod in model.modules():
         if type(mod) is nn.Linear:
