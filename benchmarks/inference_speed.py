@@ -7,15 +7,19 @@ speeds up matrix-vector products on CPU for dense and factorised weights alike) 
 the same way and rounds alternate between the models. Speeds are the best of --repeats rounds;
 each ratio is the median over rounds of the ratio within a round (the two sides ran seconds
 apart, so a busy spell of the shared machine slows both), steadier than a ratio of two bests.
-Printed per model: prefill tokens/s (batch 4 x 256 tokens, no cache), greedy decode tokens/s at
-batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt), each with a ratio `x`
-to the dense model in the same mode and layout (and `x b1 row` to the dense model as shipped: row
-layout, same mode); peak RSS of a child process that loads the saved model and runs a prefill;
-bytes on disk of the eigenscope save. Compressed models are fused (fuse_lowrank_: one `down` GEMM
-for q/k/v and gate/up) unless --no-fuse.
+Printed per model: prefill tokens/s (batch 4 x 256 tokens, no cache; the logits of the last
+position only, as `generate` prefills a prompt, unless --prefill-logits all), greedy decode
+tokens/s at batch 1 and batch 8 (KV cache, --new-tokens steps after a 32-token prompt), each with
+a ratio `x` to the dense model in the same mode and layout (and `x b1 row` to the dense model as
+shipped: row layout, same mode); `bytes cap`, the dense model's Linear weight bytes over this
+model's (what a batch-1 step streams from memory: the decode speed-up if nothing but those bytes
+took time); peak RSS of a child process that loads the saved model and runs a prefill; bytes on
+disk of the eigenscope save. Compressed models are fused (fuse_lowrank_: one `down` GEMM for
+q/k/v and gate/up) unless --no-fuse.
 
     python benchmarks/inference_speed.py [--ratios 0.1,0.2,0.4] [--modes eager,compiled]
-        [--layouts row,col] [--load 0.2=out/c02,lat0.2=out/l02] [--objective params|latency]
+        [--layouts row,col] [--load 0.2=out/c02,lat0.2=out/l02]
+        [--objective params|latency|params-fast] [--prefill-logits last|all]
         [--device cuda]
 
 --load KEY=DIR adds a saved model: a numeric KEY stands for that ratio (not compressed again),
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import os
 import sys
 import tempfile
@@ -58,11 +63,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--calib-seqs", type=int, default=32, help="compress's default calibration")
-    ap.add_argument("--objective", default="params", choices=["params", "latency"])
+    ap.add_argument("--objective", default="params", choices=["params", "latency", "params-fast"])
     ap.add_argument("--load", default="", help="KEY=DIR,... saved compressed models (see above)")
     ap.add_argument("--no-fuse", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--prefill-logits", default="last", choices=["last", "all"],
+                    help="last: one position's logits, as generate() prefills a prompt (default); "
+                         "all: every position's, as scoring a text does")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("device cuda: skipped (no GPU on this machine)")
@@ -72,14 +80,15 @@ def main(argv=None):
     models, tok = _models(args)
     tmp = Path(tempfile.mkdtemp(prefix="es-speed-"))
     disk = {name: _save(m, tmp / name, tok) for name, m in models.items()}
-    rss = {name: _child_rss(tmp / name) for name in models}
+    rss = {name: _child_rss(tmp / name, args.prefill_logits) for name in models}
+    streamed = {name: _streamed_bytes(m) for name, m in models.items()}
     for name, m in models.items():
         if name != "dense" and not args.no_fuse:
             fuse_lowrank_(m)
         m.to(args.device)
     models = _layouts(models, args.layouts.split(","))
     for mode in args.modes.split(","):
-        table = _run_mode(mode, models, args, disk, rss)
+        table = _run_mode(mode, models, args, disk, rss, streamed)
         print(f"\n== {mode} (best of {args.repeats}, median ratios, {torch.get_num_threads()} threads) ==")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"), flush=True)
 
@@ -133,19 +142,28 @@ def _save(model, folder, tok) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def _child_rss(folder) -> float:
+def _child_rss(folder, logits: str) -> float:
     """Peak RSS (MiB) of a fresh process that loads the save and runs one prefill (measured as
     scale.py measures: a child of this big process would start with its peak RSS)."""
+    keep = ", logits_to_keep=1" if logits == "last" else ""
     code = ("import torch, eigenscope; torch.set_num_threads(1); "
             f"m = eigenscope.load({str(folder)!r}); "
-            "torch.no_grad().__enter__(); m(torch.zeros(4, 256, dtype=torch.long))")
+            f"torch.no_grad().__enter__(); m(torch.zeros(4, 256, dtype=torch.long){keep})")
     res = measure([sys.executable, "-c", code], env=os.environ)
     return res["rss"] / 2**20 if res["rc"] == 0 else float("nan")
 
 
-def _run_mode(mode, models, args, disk, rss) -> pd.DataFrame:
-    runners = {name: (_Compiled if mode == "compiled" else _Eager)(m, args.device)
-               for name, m in models.items()}
+def _streamed_bytes(model) -> int:
+    """Bytes of the matrices one decoded token multiplies by: every Linear's weight (factors and
+    the head included; a tied head once); an embedding lookup reads one row, not counted. At
+    batch 1 a step streams these from memory: dense/compressed bytes bound the decode speed-up."""
+    seen = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(w.numel() * w.element_size() for w in seen.values())
+
+
+def _run_mode(mode, models, args, disk, rss, streamed) -> pd.DataFrame:
+    kind = _Compiled if mode == "compiled" else _Eager
+    runners = {name: kind(m, args.device, args.prefill_logits) for name, m in models.items()}
     g = torch.Generator().manual_seed(0)
     prefill_ids = torch.randint(0, 40000, (4, 256), generator=g).to(args.device)
     prompts = {b: torch.randint(0, 40000, (b, PROMPT), generator=g).to(args.device) for b in (1, 8)}
@@ -157,10 +175,10 @@ def _run_mode(mode, models, args, disk, rss) -> pd.DataFrame:
                    "decode b8": run.decode(prompts[8], args.new_tokens)}
             if rep:
                 rounds[name].append(got)
-    return pd.DataFrame([_row(name, rounds, models, disk, rss) for name in rounds])
+    return pd.DataFrame([_row(name, rounds, models, disk, rss, streamed) for name in rounds])
 
 
-def _row(name, rounds, models, disk, rss) -> dict:
+def _row(name, rounds, models, disk, rss, streamed) -> dict:
     """One table row: best speeds, median ratios to the dense model of the same layout (and to
     the dense model as shipped), memory and size (of the save both layouts were made from)."""
     base = name.removesuffix(" col")
@@ -174,6 +192,7 @@ def _row(name, rounds, models, disk, rss) -> dict:
     return {"model": name, "prefill tok/s": best["prefill"], "x": x("prefill"),
             "decode b1 tok/s": best["decode b1"], "x b1": x("decode b1"),
             "x b1 row": x("decode b1", "dense"),
+            "bytes cap": streamed["dense"] / streamed[base],
             "decode b8 tok/s": best["decode b8"], "x b8": x("decode b8"),
             "peak RSS MiB": round(rss[base]), "disk MiB": round(disk[base] / 2**20, 1),
             "params M": round(sum(p.numel() for p in models[name].parameters()) / 1e6, 1)}
@@ -182,14 +201,18 @@ def _row(name, rounds, models, disk, rss) -> dict:
 class _Eager:
     """The model as transformers runs it: one forward per step, a dynamic KV cache."""
 
-    def __init__(self, model, device):
+    def __init__(self, model, device, logits="last"):
         self.model, self.fast, self.device = model, model, device
+        # generate() asks for the last position's logits only (`logits_to_keep=1`) where the
+        # model's forward takes that argument; a prompt's other 49,152-wide rows are never used
+        takes = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.keep = {"logits_to_keep": 1} if logits == "last" and takes else {}
 
     @torch.no_grad()
     def prefill(self, ids) -> float:
         _sync(self.device)
         t = time.perf_counter()
-        self.fast(ids, use_cache=False)
+        self.fast(ids, use_cache=False, **self.keep)
         _sync(self.device)
         return ids.numel() / (time.perf_counter() - t)
 
@@ -211,8 +234,8 @@ class _Compiled(_Eager):
     """The whole model compiled with static shapes (prefill, and each decode step: one graph);
     decoding writes into a StaticCache, the prompt runs eagerly into it."""
 
-    def __init__(self, model, device):
-        super().__init__(model, device)
+    def __init__(self, model, device, logits="last"):
+        super().__init__(model, device, logits)
         import torch._dynamo.config as dc
         for knob in ("cache_size_limit", "recompile_limit"):  # one graph per model and shape
             if hasattr(dc, knob):

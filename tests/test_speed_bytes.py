@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
@@ -11,7 +12,7 @@ from torch import nn
 
 from eigenscope.compression.hooks import gram_statistics
 from eigenscope.compression import latency as L
-from eigenscope.compression.allocate import Curve, allocate, latency_cost
+from eigenscope.compression.allocate import Curve, allocate, fast_param_cost, latency_cost
 from eigenscope.compression.api import compress
 from eigenscope.compression.io import load, save
 from eigenscope.compression.quantize import codes, quantize_
@@ -342,6 +343,25 @@ def test_latency_allocation_respects_the_time_budget(allocation, ratio):
     assert all(ranks[c.name] in (None, 8, 16, 24) for c in cs)   # ranks from the measured grid
 
 
+SNAP = table({(64, 64): (10.0, [8, 16, 24], [3.0, 5.0, 4.5]),   # 16 snaps up to 24
+              (64, 32): (4.0, [8, 16], [4.5, 6.0])})
+
+
+@pytest.mark.parametrize("allocation", ["global", "knapsack", "uniform"])
+@pytest.mark.parametrize("ratio", [0.2, 0.4])
+def test_params_fast_removes_parameters_with_faster_ranks_only(allocation, ratio):
+    cs = curves()
+    ranks = allocate(cs, allocation, ratio, 8, cost=fast_param_cost(SNAP))
+    assert ranks["slow"] is None and all(ranks[c.name] in (None, 8, 24) for c in cs)
+    kept = sum(c.m * c.n if ranks[c.name] is None else ranks[c.name] * (c.m + c.n) for c in cs)
+    assert kept <= (1 - ratio) * sum(c.m * c.n for c in cs)       # the budget is in parameters
+    free = allocate(cs, allocation, ratio, 8)                      # unrestricted: rank 16 is used
+    if allocation != "uniform":  # the restriction costs loss, it never saves any
+        def loss(rk):
+            return sum(0.0 if rk[c.name] is None else float(c.loss()[rk[c.name]]) for c in cs)
+        assert loss(free) <= loss(ranks) + 1e-12
+
+
 def test_latency_table_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EIGENSCOPE_CACHE", str(tmp_path))
     t1 = L.latency_table([(32, 16)], multiple=8, repeats=1)
@@ -366,6 +386,10 @@ def test_compress_latency_objective_plan(monkeypatch):
     assert "predicted_us" in plan and plan.attrs["predicted_us"] <= 0.7 * plan.attrs["predicted_dense_us"] + 1e-9
     with pytest.raises(EigenscopeError, match="objective"):
         compress(tiny(), ratio=0.3, method="svd", objective="speed")
+    model, plan = compress(tiny(), ratio=0.3, method="svd", objective="params-fast", multiple=8)
+    kept = sum(m * n if pd.isna(r) else int(r) * (m + n)
+               for (m, n), r in zip(plan["shape"], plan["rank"]))
+    assert kept <= 0.7 * sum(m * n for m, n in plan["shape"]) and "predicted_us" in plan
 
 
 def _linear_table(shapes):

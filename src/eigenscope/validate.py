@@ -52,7 +52,7 @@ OPTIONS: dict[str, tuple[str, tuple[Constraint, ...]]] = {
     "skip_tokens": ("--skip-tokens", (NONE, Interval(Integral, 0, 2**31))),
     "max_memory": ("--max-memory", (NONE, Size())),
     "convs": ("--convs", (NONE, Flag())),
-    "objective": ("--objective", (OneOf("params", "latency"),)),
+    "objective": ("--objective", (OneOf("params", "latency", "params-fast"),)),
     "latency_tokens": ("--latency-tokens", (Interval(Integral, 1, 2**20),)),
     "k": ("--k", (Interval(Integral, 1, 4096),)),
     "movers": ("--movers", (Interval(Integral, 0, 10_000),)),

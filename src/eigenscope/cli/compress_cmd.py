@@ -38,7 +38,8 @@ def compress(
                                                     "(default: the system's temporary folder)."),
     objective: str = typer.Option("params", "--objective", help="params: --ratio removes parameters; "
                                   "latency: it removes predicted time (measured on this device, cached); "
-                                  "slower factorisations stay dense."),
+                                  "slower factorisations stay dense; params-fast: --ratio removes "
+                                  "parameters using only ranks measured faster than dense."),
     quantize: str = typer.Option("none", "--quantize", help="none, int8 or int4: then quantize the factors "
                                  "and the dense Linears left (int4 in groups of 64). Holds the compressed "
                                  "model in memory."),

@@ -5,7 +5,8 @@ and costs: by default parameters, c(r) = r (m + n); a dense matrix costs m n (+ 
 and loses nothing. A rank with r >= m n / (m + n) saves nothing and is never used: that matrix
 stays dense. With a `Cost` such as `latency_cost(table)` the budget is time instead: the options
 of a matrix are the ranks its cost offers (those faster than dense), and `ratio` is the fraction
-of the targeted matrices' dense time removed.
+of the targeted matrices' dense time removed; `fast_param_cost(table)` offers the same ranks but
+counts parameters, so `ratio` removes parameters with no factorisation slower than dense.
 """
 from __future__ import annotations
 
@@ -93,6 +94,16 @@ def latency_cost(table):
     def cost(c: Curve, multiple: int):
         opts = [(r, t) for r, t in table.options(c.m, c.n) if r % multiple == 0 and r <= min(c.m, c.n)]
         return opts + [(None, table.dense(c.m, c.n))]
+    return cost
+
+
+def fast_param_cost(table):
+    """A cost in parameters over only the ranks `latency_cost(table)` offers: `ratio` still removes
+    parameters, but no matrix is factorised at a rank that the table finds no faster than dense
+    (or than a larger rank)."""
+    def cost(c: Curve, multiple: int):
+        opts = [(r, float(r * (c.m + c.n))) for r, _ in latency_cost(table)(c, multiple)[:-1]]
+        return opts + [(None, float(c.m * c.n))]
     return cost
 
 

@@ -77,7 +77,9 @@ def compress(model, *, ratio: float | None = None, method="whiten", allocation="
                    (uncompressed) model and calibration, e.g. to compress at several ratios
     objective   -- "params", or "latency": `ratio` removes predicted time at `latency_tokens`
                    rows per call (compression/latency.py, measured on this device and cached);
-                   slower factorisations stay dense; the plan gets predicted_us per layer
+                   slower factorisations stay dense; the plan gets predicted_us per layer;
+                   "params-fast": `ratio` removes parameters, over only the ranks that the
+                   latency table finds faster than dense (the same table, the same column)
 
     The plan (DataFrame): layer, shape, rank (None: dense), params_before, params_after,
     predicted_loss, and any note a method leaves per layer (e.g. whiten's chosen blend);
@@ -144,7 +146,7 @@ def _run(onloader, cfg, handler, t0, *, ratio, allocation, calibration, layers, 
     finally:
         spill.close()
     plan = _plan(pipe, ranks, curves, job.state.notes)
-    if table is not None:   # objective="latency": the predicted time of each layer
+    if table is not None:   # a timed objective: the predicted time of each layer
         add_predicted_time(plan, table)
     plan.attrs.update(method=repr(cfg), allocation=str(allocation), ratio=ratio,
                       objective=objective, block_seconds=dict(pipe.seconds))

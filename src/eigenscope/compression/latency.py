@@ -223,16 +223,17 @@ def predict(table: LatencyTable, m: int, n: int, rank: int | None) -> float:
     return table.dense(m, n) if rank is None else table.lowrank(m, n, int(rank))
 
 
-OBJECTIVES = ("params", "latency")
+OBJECTIVES = ("params", "latency", "params-fast")
 
 
 def objective_cost(objective: str, shapes: list, *, device, dtype, multiple: int,
                    tokens: int = 1, progress=False):
     """(cost for `allocate`, LatencyTable or None) of an allocation objective over the target
     matrices' (m, n) shapes: "params" counts parameters, "latency" predicted seconds per call
-    at `tokens` rows, measured on `device` in `dtype`."""
+    at `tokens` rows, measured on `device` in `dtype`, "params-fast" parameters over the ranks
+    that measurement finds faster than dense."""
     from ..errors import EigenscopeError
-    from .allocate import latency_cost
+    from .allocate import fast_param_cost, latency_cost
 
     if objective not in OBJECTIVES:
         raise EigenscopeError(f"objective {objective!r}: choose from {', '.join(OBJECTIVES)}")
@@ -240,7 +241,7 @@ def objective_cost(objective: str, shapes: list, *, device, dtype, multiple: int
         return None, None
     table = latency_table([tuple(s) for s in shapes], tokens=tokens, device=device, dtype=dtype,
                           multiple=multiple, progress=progress)
-    return latency_cost(table), table
+    return (latency_cost if objective == "latency" else fast_param_cost)(table), table
 
 
 def add_predicted_time(plan, table: LatencyTable) -> None:
