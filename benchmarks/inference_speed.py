@@ -47,6 +47,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import eigenscope  # noqa: E402
+from eigenscope.compression.latency import OBJECTIVES  # noqa: E402
 from eigenscope.models import load_model  # noqa: E402
 from eigenscope.nn.fuse import fuse_lowrank_  # noqa: E402
 from eigenscope.nn.layout import column_major_  # noqa: E402
@@ -63,7 +64,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--calib-seqs", type=int, default=32, help="compress's default calibration")
-    ap.add_argument("--objective", default="params", choices=["params", "latency", "params-fast"])
+    ap.add_argument("--objective", default="params", choices=OBJECTIVES)
     ap.add_argument("--load", default="", help="KEY=DIR,... saved compressed models (see above)")
     ap.add_argument("--no-fuse", action="store_true")
     ap.add_argument("--device", default="cpu")

@@ -241,7 +241,8 @@ def objective_cost(objective: str, shapes: list, *, device, dtype, multiple: int
         return None, None
     table = latency_table([tuple(s) for s in shapes], tokens=tokens, device=device, dtype=dtype,
                           multiple=multiple, progress=progress)
-    return (latency_cost if objective == "latency" else fast_param_cost)(table), table
+    costs = {"latency": latency_cost, "params-fast": fast_param_cost}
+    return costs[objective](table), table
 
 
 def add_predicted_time(plan, table: LatencyTable) -> None:
